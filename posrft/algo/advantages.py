@@ -1,0 +1,123 @@
+"""Group-relative advantage estimators, in a registry (verl style) so recipes can pick one.
+
+An estimator maps per-sample rewards ``(N,)`` laid out group by group (``N = num_groups * G``,
+the ``G`` samples of one prompt adjacent) and a validity mask ``(N,)`` to advantages ``(N,)``:
+
+    A_i = (R_i - mean_{j in g(i), valid}(R_j)) / (std_{j in g(i), valid}(R_j) + eps)      "group"
+    A_i = (R_i - mean_{j in g(i), valid}(R_j)) / (std_{all valid}(R) + eps)              "batch"
+    A_i =  R_i - mean_{j in g(i), valid}(R_j)                                            "none"
+
+The std is the unbiased (Bessel) one, as in TRL's ``GRPOTrainer``. Invalid samples (``mask``
+False, or a NaN reward, which is how a reward that does not apply is carried) get advantage 0
+and do not enter the statistics. A group with fewer than two valid samples has no baseline to
+compare against and gets advantage 0 throughout.
+
+HyGRPO uses this twice: the text advantage F over all G samples (mask = reward present) and the
+pose advantage Δ over the subset V with a valid ``<POSE>`` (mask = pose valid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+
+ScaleRewards = Literal["group", "batch", "none"]
+AdvantageFn = Callable[..., "AdvantageResult"]
+
+_ESTIMATORS: dict[str, AdvantageFn] = {}
+
+
+@dataclass
+class AdvantageResult:
+    """Advantages ``(N,)`` plus what the logs report about them.
+
+    ``group_std`` is per sample (the std of its group, 0 for groups with < 2 valid samples) and
+    ``zero_std_groups`` the fraction of groups whose valid rewards are all equal (no signal).
+    """
+
+    advantages: torch.Tensor
+    group_std: torch.Tensor
+    zero_std_groups: float
+
+
+def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
+    def wrap(fn: AdvantageFn) -> AdvantageFn:
+        if name in _ESTIMATORS:
+            raise ValueError(f"advantage estimator {name!r} is already registered")
+        _ESTIMATORS[name] = fn
+        return fn
+
+    return wrap
+
+
+def get_advantage_estimator(name: str) -> AdvantageFn:
+    try:
+        return _ESTIMATORS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown advantage estimator {name!r}; available: {', '.join(sorted(_ESTIMATORS))}"
+        ) from None
+
+
+def _masked_group_stats(
+    x: torch.Tensor, m: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row mean, unbiased std and count of ``x`` over ``m``; ``x, m``: ``(groups, G)``."""
+    count = m.sum(dim=1)
+    xm = torch.where(m, x, torch.zeros_like(x))
+    mean = xm.sum(dim=1) / count.clamp(min=1)
+    dev = torch.where(m, x - mean[:, None], torch.zeros_like(x))
+    var = (dev**2).sum(dim=1) / (count - 1).clamp(min=1)
+    return mean, var.sqrt(), count
+
+
+@register_advantage("grpo")
+def group_normalized_advantages(
+    rewards: torch.Tensor,
+    group_size: int,
+    mask: torch.Tensor | None = None,
+    scale_rewards: ScaleRewards = "group",
+    eps: float = 1e-4,
+) -> AdvantageResult:
+    """GRPO advantages over groups of ``group_size`` adjacent samples (see module docstring).
+
+    Args:
+        rewards: ``(N,)`` total reward per sample; NaN marks "no reward applies".
+        group_size: ``G``; ``N`` must be a multiple of it.
+        mask: ``(N,)`` bool, samples that take part (default: all with a finite reward).
+        scale_rewards: ``"group"``, ``"batch"`` or ``"none"`` (TRL's names).
+        eps: added to the std before dividing (TRL uses 1e-4).
+    """
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be 1-D (N,), got shape {tuple(rewards.shape)}")
+    n = rewards.numel()
+    if group_size < 1 or n % group_size:
+        raise ValueError(f"{n} rewards do not split into groups of group_size={group_size}")
+    if scale_rewards not in ("group", "batch", "none"):
+        raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', got {scale_rewards!r}")
+    valid = torch.isfinite(rewards)
+    if mask is not None:
+        if mask.shape != rewards.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} != rewards shape {tuple(rewards.shape)}")
+        valid = valid & mask.bool()
+    r = rewards.double().view(-1, group_size)
+    v = valid.view(-1, group_size)
+    mean, std, count = _masked_group_stats(r, v)
+    has_baseline = count >= 2
+    centred = torch.where(v & has_baseline[:, None], r - mean[:, None], torch.zeros_like(r))
+    if scale_rewards == "group":
+        adv = centred / (std[:, None] + eps)
+    elif scale_rewards == "batch":
+        _, batch_std, batch_count = _masked_group_stats(r.reshape(1, -1), v.reshape(1, -1))
+        adv = centred / (batch_std + eps) if batch_count.item() >= 2 else centred
+    else:
+        adv = centred
+    group_std = torch.where(has_baseline, std, torch.zeros_like(std))
+    zero = ((group_std < 1e-8) & has_baseline).double().sum() / max(int(has_baseline.sum()), 1)
+    return AdvantageResult(
+        advantages=adv.reshape(-1).to(rewards.dtype),
+        group_std=group_std.repeat_interleave(group_size).to(rewards.dtype),
+        zero_std_groups=float(zero),
+    )

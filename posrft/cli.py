@@ -1,0 +1,136 @@
+"""``posrft`` command line: thin dispatch to the library (floor 8).
+
+Every sub-command parses its arguments and calls one library function; heavy imports happen
+inside the handlers so ``posrft --help`` stays instant.
+
+    posrft model init-tiny OUT_DIR [--seed N]
+    posrft model sample MODEL_DIR [--prompt TEXT ...] [--num-generations G]
+    posrft render CLIP.npy --format ntu25 --out clip.png|clip.gif
+    posrft data synth --task text2pose|image2pose --n N --out DIR [--seed S]
+    posrft data show DIR [--n 8] --out grid.png
+    posrft quickstart [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+# ---------------------------------------------------------------------------- model
+def _model_init_tiny(args: argparse.Namespace) -> None:
+    from posrft.policy.tiny import build_tiny_model
+
+    out = build_tiny_model(args.out_dir, seed=args.seed)
+    print(f"tiny model written to {out}")
+
+
+def _model_sample(args: argparse.Namespace) -> None:
+    from posrft.demo import sample_and_print
+
+    sample_and_print(
+        args.model_dir,
+        prompts=args.prompt,
+        num_generations=args.num_generations,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
+
+
+# ---------------------------------------------------------------------------- render
+def _render(args: argparse.Namespace) -> None:
+    from posrft.render import render_clip_to_file
+
+    out = render_clip_to_file(
+        args.clip, args.format, args.out, frames=args.frames, size=args.size
+    )
+    print(f"wrote {out}")
+
+
+# ---------------------------------------------------------------------------- data
+def _data_synth(args: argparse.Namespace) -> None:
+    from posrft.data.synth import synth_dataset
+
+    out = synth_dataset(args.task, n=args.n, out=args.out, seed=args.seed)
+    print(f"dataset written to {out} (load with datasets.load_from_disk)")
+
+
+def _data_show(args: argparse.Namespace) -> None:
+    from posrft.data.show import show_dataset
+
+    out = show_dataset(args.data_dir, n=args.n, out=args.out)
+    print(f"wrote {out}")
+
+
+# ---------------------------------------------------------------------------- quickstart
+def _quickstart(args: argparse.Namespace) -> None:
+    from posrft.demo import quickstart
+
+    quickstart(args.out, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="posrft", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    model = sub.add_parser("model", help="build and query policy models").add_subparsers(
+        dest="model_command", required=True
+    )
+    p = model.add_parser("init-tiny", help="build the tiny offline LLaVA-style pose model")
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_model_init_tiny)
+
+    p = model.add_parser("sample", help="sample answers (text + pose) from a model")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--prompt", action="append", help="a user message (repeatable)")
+    p.add_argument("--num-generations", "-G", type=int, default=4)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_model_sample)
+
+    p = sub.add_parser("render", help="render a skeleton clip (.npy, (T, J, 3) metres)")
+    p.add_argument("clip", type=Path)
+    p.add_argument("--format", required=True, help="skeleton format name, e.g. ntu25, smpl24")
+    p.add_argument("--out", type=Path, required=True, help="frame grid .png or animated .gif")
+    p.add_argument("--frames", type=int, default=12)
+    p.add_argument("--size", type=int, default=224)
+    p.set_defaults(handler=_render)
+
+    data = sub.add_parser("data", help="synthesise and inspect datasets").add_subparsers(
+        dest="data_command", required=True
+    )
+    p = data.add_parser("synth", help="write a synthetic DatasetDict (train/val/test)")
+    p.add_argument("--task", choices=["text2pose", "image2pose"], required=True)
+    p.add_argument("--n", type=int, required=True, help="total number of samples")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_data_synth)
+
+    p = data.add_parser("show", help="draw a grid of dataset samples")
+    p.add_argument("data_dir", type=Path)
+    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(handler=_data_show)
+
+    p = sub.add_parser("quickstart", help="the main job: tiny model, data, samples")
+    p.add_argument("--out", type=Path, default=Path("runs/quickstart"))
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_quickstart)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result = args.handler(args)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
