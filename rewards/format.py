@@ -1,0 +1,21 @@
+"""R_format ∈ {0, 1}: does the response follow the answer template?"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+from rewards.api import completion_text
+from rewards.registry import register_reward
+
+#: Default template: some text, exactly one ``<POSE>``, no other angle-bracket special token.
+DEFAULT_TEMPLATE = r"^[^<>]*<POSE>[^<>]*$"
+
+
+@register_reward("format", target="text")
+def format_reward(
+    completions: Sequence[Any], template: str = DEFAULT_TEMPLATE, **kwargs: Any
+) -> list[float]:
+    """1.0 where the completion text fully matches the regex ``template`` (DOTALL), else 0.0."""
+    pattern = re.compile(template, re.DOTALL)
+    return [1.0 if pattern.match(completion_text(c).strip()) else 0.0 for c in completions]
