@@ -1,0 +1,249 @@
+"""Trainer configs: one dataclass per trainer, TRL field names where the meaning is the same.
+
+Every cross-field check lives in ``__post_init__`` and names the field. Values may come from a
+YAML recipe (``--config``), which sets them without argparse's type conversion, so
+``__post_init__`` also checks each field's type (:func:`_check_types`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+#: The paper's rewards: format and text similarity feed the text advantage, joints the pose one.
+#: (The semantic reward needs a trained retrieval model; recipes add it with its path.)
+DEFAULT_REWARDS: list[dict[str, Any]] = [
+    {"func": "format", "weight": 1.0, "target": "text"},
+    {"func": "joint", "weight": 1.0, "target": "pose"},
+]
+
+
+def _help(text: str) -> dict[str, Any]:
+    return {"metadata": {"help": text}}
+
+
+@dataclass
+class BaseTrainConfig:
+    """Fields shared by the SFT and HyGRPO trainers (model, data, optimisation, bookkeeping)."""
+
+    # ---- model and data
+    model_name_or_path: str = field(default="", **_help("Model folder (HF save_pretrained layout, "
+        "optionally with pose_head.safetensors); no hub downloads."))  # fmt: skip
+    dataset_path: str = field(default="", **_help("DatasetDict folder written by `posrft data synth` "
+        "(datasets.load_from_disk)."))  # fmt: skip
+    dataset_train_split: str = field(default="train", **_help("Split to train on."))
+    dataset_eval_split: str = field(default="val", **_help("Split for evaluation during training."))
+    output_dir: str = field(default="runs/train", **_help("Where checkpoints, logs and the final model go."))
+    body_model_dir: Optional[str] = field(default=None, **_help("Folder with SMPL files; default "
+        "$POSRFT_BODY_MODELS, else the offline stand-in."))  # fmt: skip
+
+    # ---- optimisation
+    learning_rate: float = field(default=1e-5, **_help("AdamW learning rate."))
+    weight_decay: float = field(default=0.0, **_help("AdamW weight decay."))
+    adam_beta1: float = field(default=0.9, **_help("AdamW beta1."))
+    adam_beta2: float = field(default=0.999, **_help("AdamW beta2."))
+    max_grad_norm: float = field(default=1.0, **_help("Gradient clipping norm (0 disables)."))
+    lr_scheduler_type: Literal["constant", "linear", "cosine"] = field(default="constant", **_help(
+        "Learning-rate schedule after warm-up."))  # fmt: skip
+    warmup_steps: int = field(default=0, **_help("Linear warm-up steps."))
+    per_device_train_batch_size: int = field(default=8, **_help("Samples (completions for RL) per "
+        "device per micro-step."))  # fmt: skip
+    gradient_accumulation_steps: int = field(default=1, **_help("Micro-steps per optimizer step."))
+    max_steps: int = field(default=100, **_help("Optimizer steps to run."))
+    seed: int = field(default=0, **_help("Seed for data order, sampling and initialisation."))
+    bf16: bool = field(default=False, **_help("bf16 mixed precision (GPUs)."))
+
+    # ---- which parameters train
+    use_peft: bool = field(default=False, **_help("Train LoRA adapters on the language model."))
+    lora_r: int = field(default=16, **_help("LoRA rank."))
+    lora_alpha: int = field(default=32, **_help("LoRA alpha."))
+    lora_dropout: float = field(default=0.0, **_help("LoRA dropout."))
+    freeze_vision_tower: bool = field(default=True, **_help("Keep the vision encoder frozen."))
+
+    # ---- bookkeeping
+    logging_steps: int = field(default=1, **_help("Log every N optimizer steps."))
+    save_steps: int = field(default=0, **_help("Save a resumable checkpoint every N steps (0: only at the end)."))
+    save_total_limit: Optional[int] = field(default=2, **_help("Keep at most N checkpoints."))
+    resume_from_checkpoint: Optional[str] = field(default=None, **_help("A checkpoint folder, or "
+        "'latest' for the newest under output_dir."))  # fmt: skip
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"], **_help(
+        "Accelerate trackers: tensorboard, wandb, ... or none."))  # fmt: skip
+    pose_grid_steps: int = field(default=0, **_help("Every N steps write a PNG of sampled vs ground-truth poses (0: off)."))
+    merge_lora_on_export: bool = field(default=True, **_help("Merge LoRA into the exported model."))
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        if isinstance(self.report_to, str):
+            self.report_to = [self.report_to]
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_steps",
+                     "logging_steps"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("save_steps", "warmup_steps", "pose_grid_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.warmup_steps > self.max_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+
+@dataclass
+class SFTConfig(BaseTrainConfig):
+    """SFT warm-up: cross-entropy on response tokens + a loss on the pose at ``<POSE>``.
+
+    ``pose_loss="nll"`` trains the Gaussian head (mean and σ) by negative log-likelihood;
+    ``"l2"`` trains only the mean with a squared error (the deterministic-head baseline).
+    """
+
+    learning_rate: float = field(default=1e-4, **_help("AdamW learning rate."))
+    output_dir: str = field(default="runs/sft", **_help("Where checkpoints, logs and the final model go."))
+    num_train_epochs: Optional[float] = field(default=None, **_help("If set, overrides max_steps."))
+    pose_loss: Literal["nll", "l2"] = field(default="nll", **_help("Gaussian NLL or L2 on the mean."))
+    pose_loss_weight: float = field(default=1.0, **_help("Weight of the pose loss."))
+    text_loss_weight: float = field(default=1.0, **_help("Weight of the response cross-entropy."))
+    max_length: int = field(default=256, **_help("Truncate prompt+response to this many tokens."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pose_loss_weight < 0 or self.text_loss_weight < 0:
+            raise ValueError("pose_loss_weight and text_loss_weight must be >= 0")
+        if self.pose_loss_weight == 0 and self.text_loss_weight == 0:
+            raise ValueError("pose_loss_weight and text_loss_weight are both 0: nothing to train")
+
+
+@dataclass
+class HyGRPOConfig(BaseTrainConfig):
+    """HyGRPO: GRPO over text tokens + a clipped surrogate over the Gaussian pose (DESIGN §1)."""
+
+    output_dir: str = field(default="runs/hygrpo", **_help("Where checkpoints, logs and the final model go."))
+    # ---- sampling (TRL names)
+    num_generations: int = field(default=8, **_help("G: completions sampled per prompt."))
+    temperature: float = field(default=1.0, **_help("Sampling temperature (logits are divided by it)."))
+    top_p: float = field(default=1.0, **_help("Nucleus sampling."))
+    max_prompt_length: Optional[int] = field(default=256, **_help("Left-truncate prompts to this length."))
+    max_completion_length: int = field(default=32, **_help("Maximum generated tokens."))
+    # ---- loss (TRL names)
+    beta: float = field(default=0.04, **_help("KL coefficient (k3 estimator per text token)."))
+    epsilon: float = field(default=0.2, **_help("Lower clip range of the token ratio."))
+    epsilon_high: Optional[float] = field(default=None, **_help("Upper clip range (default: epsilon)."))
+    loss_type: Literal["grpo", "dr_grpo", "dapo"] = field(default="grpo", **_help("Token aggregation."))
+    scale_rewards: Literal["group", "batch", "none"] = field(default="group", **_help(
+        "Advantage normalisation: by group std, batch std, or centring only."))  # fmt: skip
+    num_iterations: int = field(default=1, **_help("Updates per generated batch (μ); old log-probs are stored."))
+    # ---- pose
+    pose_epsilon: float = field(default=0.2, **_help("Clip range of the pose ratio."))
+    pose_ratio: Literal["per_dim", "joint"] = field(default="per_dim", **_help(
+        "Ratio per pose dimension (clipped like tokens) or one joint ratio."))  # fmt: skip
+    pose_beta: Optional[float] = field(default=None, **_help("KL coefficient on the pose (closed form; default beta)."))
+    pose_coef: float = field(default=1.0, **_help("Weight of the pose term."))
+    discrete_only: bool = field(default=False, **_help("Turn the pose term off (text-only GRPO ablation)."))
+    log_std_min: Optional[float] = field(default=None, **_help("Override the head's lower log-σ clamp."))
+    log_std_max: Optional[float] = field(default=None, **_help("Override the head's upper log-σ clamp."))
+    # ---- rollout workers
+    num_rollout_workers: int = field(default=2, **_help("Ray actors that sample rollouts."))
+    ray_address: Optional[str] = field(default=None, **_help("Join this Ray cluster; default: start a local one."))
+    worker_num_cpus: float = field(default=1.0, **_help("CPUs per rollout worker."))
+    worker_num_gpus: float = field(default=0.0, **_help("GPUs per rollout worker."))
+    max_staleness: int = field(default=0, **_help("Accept samples at most this many versions old (0: on-policy)."))
+    weight_sync_bucket_mb: float = field(default=64.0, **_help("Bucket size for weight sync to workers."))
+    # ---- rewards
+    # Typed str for the command line (a JSON list); a YAML recipe gives the list itself.
+    rewards: str = field(default=json.dumps(DEFAULT_REWARDS), **_help(
+        "List of {func, weight, target, name, on_error, kwargs}; JSON on the command line."))
+    log_completions: bool = field(default=True, **_help("Write a completions table (jsonl) every logging step."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.rewards, str):
+            try:
+                self.rewards = json.loads(self.rewards)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"rewards: not valid JSON ({err})") from None
+        if not isinstance(self.rewards, list) or not self.rewards:
+            raise ValueError(f"rewards must be a non-empty list of reward entries, got {self.rewards!r}")
+        if self.num_generations < 2:
+            raise ValueError(f"num_generations must be >= 2 for group-relative advantages, got {self.num_generations}")
+        if (self.per_device_train_batch_size * self.gradient_accumulation_steps) % self.num_generations:
+            raise ValueError(
+                "per_device_train_batch_size × gradient_accumulation_steps "
+                f"({self.per_device_train_batch_size} × {self.gradient_accumulation_steps}) must be a "
+                f"multiple of num_generations ({self.num_generations}) so that every group is whole"
+            )
+        if not 0 < self.epsilon < 1:
+            raise ValueError(f"epsilon must be in (0, 1), got {self.epsilon}")
+        if self.epsilon_high is not None and self.epsilon_high <= 0:
+            raise ValueError(f"epsilon_high must be > 0, got {self.epsilon_high}")
+        if not 0 < self.pose_epsilon < 1:
+            raise ValueError(f"pose_epsilon must be in (0, 1), got {self.pose_epsilon}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.beta < 0 or (self.pose_beta is not None and self.pose_beta < 0):
+            raise ValueError("beta and pose_beta must be >= 0")
+        if self.num_iterations < 1:
+            raise ValueError(f"num_iterations must be >= 1, got {self.num_iterations}")
+        if self.max_completion_length < 1:
+            raise ValueError(f"max_completion_length must be >= 1, got {self.max_completion_length}")
+        if self.num_rollout_workers < 1:
+            raise ValueError(f"num_rollout_workers must be >= 1, got {self.num_rollout_workers}")
+        if self.max_staleness < 0:
+            raise ValueError(f"max_staleness must be >= 0, got {self.max_staleness}")
+        if (self.log_std_min is not None and self.log_std_max is not None
+                and self.log_std_min >= self.log_std_max):  # fmt: skip
+            raise ValueError(f"log_std_min ({self.log_std_min}) must be < log_std_max ({self.log_std_max})")
+        if self.discrete_only and all(_target_of(r) == "pose" for r in self.rewards):
+            raise ValueError("discrete_only=True but every reward targets the pose: nothing to learn")
+
+
+_NO_TYPE_CHECK = {"rewards"}  # parsed from JSON/YAML in HyGRPOConfig.__post_init__
+
+
+def _target_of(entry: Any) -> str | None:
+    return entry.get("target") if isinstance(entry, dict) else None
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) or isinstance(value, str)  # str: single tracker name
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def _check_types(cfg: Any) -> None:
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        if f.name in _NO_TYPE_CHECK:
+            continue
+        value = getattr(cfg, f.name)
+        tp = hints[f.name]
+        if not _matches(value, tp):
+            args = typing.get_args(tp)
+            if typing.get_origin(tp) is Literal:
+                expected = "one of " + ", ".join(repr(a) for a in args)
+            else:
+                expected = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+            raise TypeError(f"{f.name}: expected {expected}, got {value!r} ({type(value).__name__})")
+        if tp is float and isinstance(value, int):
+            setattr(cfg, f.name, float(value))
