@@ -1,0 +1,85 @@
+"""PEFT LoRA on the language model of a :class:`PosePolicy`.
+
+Trainable after :func:`apply_lora`: the LoRA A/B matrices of the language model's linear layers,
+the multimodal projector (as a PEFT ``modules_to_save`` copy, so disabling the adapter restores
+the original projector too) and the pose head. Frozen: the vision tower, all base LM weights
+(embeddings and LM head included). A frozen copy of the pose head becomes the reference head, so
+``with policy.disable_adapter():`` evaluates exactly π_ref (the policy as it was before LoRA).
+
+Only linear layers *inside the language model* are targeted: in LLaVA the CLIP tower also has
+``q_proj/k_proj/v_proj/out_proj`` and matching by short name would put LoRA on it as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from posrft.policy.model import PosePolicy
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def language_model_linear_names(model: nn.Module, short_names: Sequence[str] | None = None) -> list[str]:
+    """Full names of the ``nn.Linear`` modules inside ``model.get_decoder()`` (LM head excluded),
+    optionally only those whose last name component is in ``short_names``."""
+    decoder = model.get_decoder()
+    inside = {id(m) for m in decoder.modules()}
+    names = [name for name, module in model.named_modules()
+             if isinstance(module, nn.Linear) and id(module) in inside
+             and (short_names is None or name.rsplit(".", 1)[-1] in short_names)]
+    if not names:
+        raise ValueError(f"no linear layers named {list(short_names or [])} in the language model")
+    return names
+
+
+def apply_lora(policy: PosePolicy, r: int = 16, alpha: float = 32.0, dropout: float = 0.0,
+               target_modules: Sequence[str] | None = DEFAULT_TARGETS,
+               train_projector: bool = True,
+               projector_name: str = "multi_modal_projector") -> PosePolicy:
+    """Wrap ``policy.model`` with PEFT LoRA in place and return the policy.
+
+    ``target_modules``: short names of LM linear layers (``None``: every LM linear layer).
+    ``train_projector``: make the multimodal projector trainable (ignored for text-only models).
+    """
+    from peft import LoraConfig, get_peft_model
+
+    if policy.is_lora:
+        raise ValueError("the policy already has a LoRA adapter")
+    if r < 1:
+        raise ValueError(f"LoRA rank r must be >= 1, got {r}")
+    model = policy.model
+    targets = language_model_linear_names(model, target_modules)
+    modules_to_save = None
+    if policy.multimodal and train_projector:
+        if not any(name.rsplit(".", 1)[-1] == projector_name for name, _ in model.named_modules()):
+            raise ValueError(f"no module named {projector_name!r} in the model (projector_name)")
+        modules_to_save = [projector_name]
+    lora_config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                             modules_to_save=modules_to_save, bias="none")
+    policy.set_reference_head()
+    policy.model = get_peft_model(model, lora_config)
+    policy.pose_head.requires_grad_(True)
+    policy.config.base_model_path = policy.config.base_model_path or policy.source
+    policy.config.lora = {"r": r, "alpha": alpha, "dropout": dropout,
+                          "target_modules": list(target_modules) if target_modules else None,
+                          "train_projector": bool(modules_to_save)}
+    return policy
+
+
+def merge_lora(policy: PosePolicy) -> PosePolicy:
+    """Fold the LoRA weights (and trained projector) into the base model, in place; the policy
+    then saves as a plain HF model with its pose head. The reference head is dropped."""
+    if not policy.is_lora:
+        raise ValueError("merge_lora: the policy has no LoRA adapter")
+    policy.model = policy.model.merge_and_unload()
+    policy.ref_pose_head = None
+    policy.config.base_model_path = None
+    policy.config.lora = None
+    return policy
+
+
+def trainable_parameter_names(policy: PosePolicy) -> list[str]:
+    """Names of parameters with ``requires_grad`` (for optimiser set-up and checks)."""
+    return [name for name, p in policy.named_parameters() if p.requires_grad]

@@ -1,0 +1,335 @@
+"""``PosePolicy``: an HF language model (image-text or text-only) plus the Gaussian pose head.
+
+π(a, p | q) = π(a | q) · π(p | q, a): the LM head gives the text tokens a, the pose head reads
+the last hidden state at the first ``<POSE>`` token of a and gives N(p; μ, diag σ²).
+
+Log-prob conventions (as TRL's GRPO): token log-probs are
+``log_softmax(logits / temperature)[token]``, i.e. the sampling distribution at that temperature
+with top-p/top-k truncation ignored. Token ids that must never be generated (the image
+placeholder of a multimodal model) are suppressed in ``generate`` *and* given −∞ logits here,
+so both see the same renormalised distribution. Positions follow ``generate``: counted over
+attended tokens, so left padding does not shift them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+)
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+from posrft.policy.checkpoint import atomic_directory, load_module, save_module
+from posrft.policy.config import (
+    ADAPTER_DIR,
+    CONFIG_NAME,
+    POSE_HEAD_NAME,
+    REF_POSE_HEAD_NAME,
+    PosePolicyConfig,
+)
+from posrft.policy.logprobs import first_token_index, position_ids_from_mask, selective_log_softmax
+from posrft.policy.pose_head import GaussianPoseHead, PoseDistribution
+
+
+class PolicyLogProbs(NamedTuple):
+    """token_logps (N, T) float32; pose_dist over N; pose_logp (N,) (0 where invalid, None when
+    no poses were given); pose_valid (N,) bool: the completion has ``<POSE>`` before EOS."""
+
+    token_logps: Tensor
+    pose_dist: PoseDistribution
+    pose_logp: Tensor | None
+    pose_valid: Tensor
+
+
+def resolve_token_id(tokenizer: Any, token: str, source: str) -> int:
+    """Id of ``token``, which must be a single vocabulary entry; errors name the tokenizer."""
+    vocab = tokenizer.get_vocab()
+    if token not in vocab:
+        raise ValueError(
+            f"the tokenizer from {source} has no {token!r} token; add it as a special token "
+            f"(tokenizer.add_special_tokens({{'additional_special_tokens': [{token!r}]}})) and "
+            f"resize the model's embeddings, or use posrft.policy.tiny.build_tiny_model"
+        )
+    ids = tokenizer.encode(token, add_special_tokens=False)
+    if ids != [vocab[token]]:
+        raise ValueError(f"the tokenizer from {source} splits {token!r} into {ids}; it must be "
+                         f"one special token")
+    return vocab[token]
+
+
+def _is_image_text(path: Path) -> bool:
+    return AutoConfig.from_pretrained(path).model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+
+def load_hf(path: str | Path, dtype: torch.dtype | None = None) -> tuple[nn.Module, Any]:
+    """Load an HF model and its processor (image-text) or tokenizer (text-only) from a folder."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    if _is_image_text(path):
+        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        return model, AutoProcessor.from_pretrained(path)
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs), AutoTokenizer.from_pretrained(path)
+
+
+class PosePolicy(nn.Module):
+    """HF model + :class:`GaussianPoseHead`. ``model`` may be a PEFT ``PeftModel`` (see
+    :mod:`posrft.policy.lora`); ``hf_model`` is then the base model with LoRA layers injected."""
+
+    def __init__(self, model: nn.Module, processing: Any, config: PosePolicyConfig | None = None,
+                 pose_head: GaussianPoseHead | None = None, source: str | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.processing = processing
+        self.config = config or PosePolicyConfig()
+        self.source = source
+        self.multimodal = hasattr(processing, "image_processor")
+        tokenizer = self.tokenizer
+        where = source or "the given processor"
+        self.pose_token_id = resolve_token_id(tokenizer, self.config.pose_token, where)
+        vocab_rows = self.hf_model.get_output_embeddings().weight.shape[0]
+        if self.pose_token_id >= vocab_rows:
+            raise ValueError(f"{self.config.pose_token!r} has id {self.pose_token_id} but the model "
+                             f"from {where} has only {vocab_rows} output rows; resize embeddings")
+        self.suppressed_token_ids: list[int] = []
+        if self.multimodal:
+            image_token = getattr(processing, "image_token", None) or "<image>"
+            self.suppressed_token_ids.append(resolve_token_id(tokenizer, image_token, where))
+        self.pad_token_id, self.eos_token_ids = self._special_ids(tokenizer)
+        if pose_head is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.config.head_seed)
+                pose_head = GaussianPoseHead(
+                    self.hidden_size, self.config.num_joints, self.config.head_hidden_size,
+                    self.config.log_std_min, self.config.log_std_max, self.config.init_log_std)
+        if pose_head.pose_dim != self.config.pose_dim:
+            raise ValueError(f"pose head predicts {pose_head.pose_dim} values but the config says "
+                             f"num_joints={self.config.num_joints} ({self.config.pose_dim})")
+        self.pose_head = pose_head.to(self.device)
+        self.ref_pose_head: GaussianPoseHead | None = None
+        self._use_ref_head = False
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def tokenizer(self) -> Any:
+        return getattr(self.processing, "tokenizer", self.processing)
+
+    @property
+    def hf_model(self) -> nn.Module:
+        """The transformers model (PEFT's base model, LoRA layers included, when wrapped)."""
+        get_base = getattr(self.model, "get_base_model", None)
+        return get_base() if get_base is not None else self.model
+
+    @property
+    def is_lora(self) -> bool:
+        return self.hf_model is not self.model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def hidden_size(self) -> int:
+        return self.hf_model.config.get_text_config().hidden_size
+
+    @property
+    def active_pose_head(self) -> GaussianPoseHead:
+        return self.ref_pose_head if self._use_ref_head else self.pose_head
+
+    def _special_ids(self, tokenizer: Any) -> tuple[int, list[int]]:
+        eos = self.hf_model.generation_config.eos_token_id
+        eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos_ids:
+            eos_ids.append(tokenizer.eos_token_id)
+        if not eos_ids:
+            raise ValueError("neither the generation config nor the tokenizer defines an EOS token")
+        pad = tokenizer.pad_token_id
+        return (eos_ids[0] if pad is None else pad), eos_ids
+
+    # ----------------------------------------------------------------- loading / saving
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, dtype: torch.dtype | None = None,
+                        config: PosePolicyConfig | None = None,
+                        device: str | torch.device | None = None) -> "PosePolicy":
+        """Load a policy folder: an HF model folder (+ optional ``pose_head.safetensors`` and
+        ``posrft_config.json``) or a LoRA checkpoint written by :meth:`save_pretrained`.
+
+        ``config`` is used only when the folder has no ``posrft_config.json``. Without
+        ``pose_head.safetensors`` the head is freshly initialised from ``config.head_seed``.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"policy folder {path} does not exist")
+        if (path / CONFIG_NAME).is_file():
+            config = PosePolicyConfig.from_json_file(path / CONFIG_NAME)
+        config = config or PosePolicyConfig()
+        adapter = path / ADAPTER_DIR
+        if adapter.is_dir():
+            base = Path(config.base_model_path or "")
+            if not config.base_model_path or not (base / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"{path / CONFIG_NAME}: LoRA checkpoint whose base model folder "
+                    f"base_model_path={config.base_model_path!r} is missing or not an HF model")
+            model, processing = load_hf(base, dtype)
+            # the checkpoint's own copy of the processor wins over the base model's
+            processing = type(processing).from_pretrained(path)
+            from peft import PeftModel  # local: only LoRA checkpoints need peft
+
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        else:
+            model, processing = load_hf(path, dtype)
+        if device is not None:
+            model = model.to(device)
+        policy = cls(model, processing, config, source=str(path.resolve()))
+        if (path / POSE_HEAD_NAME).is_file():
+            load_module(policy.pose_head, path / POSE_HEAD_NAME)
+        if (path / REF_POSE_HEAD_NAME).is_file():
+            policy.set_reference_head()
+            load_module(policy.ref_pose_head, path / REF_POSE_HEAD_NAME)
+        return policy
+
+    def set_reference_head(self) -> None:
+        """Freeze a copy of the current pose head as the reference head (used under
+        :meth:`disable_adapter`, so the reference policy is the pre-LoRA one in full)."""
+        import copy
+
+        self.ref_pose_head = copy.deepcopy(self.pose_head).requires_grad_(False)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the policy folder atomically (temp sibling folder, then rename).
+
+        Plain model: HF weights + processor + ``pose_head.safetensors`` + ``posrft_config.json``.
+        LoRA model: ``adapter/`` (PEFT adapter incl. the trainable projector) instead of the HF
+        weights, plus ``ref_pose_head.safetensors``; the base model stays where
+        ``config.base_model_path`` points.
+        """
+        path = Path(path)
+        with atomic_directory(path) as tmp:
+            if self.is_lora:
+                if not self.config.base_model_path:
+                    raise ValueError("cannot save a LoRA policy whose base model folder is unknown "
+                                     "(load the base with PosePolicy.from_pretrained first)")
+                self.model.save_pretrained(tmp / ADAPTER_DIR)
+            else:
+                self.model.save_pretrained(tmp)
+            self.processing.save_pretrained(tmp)
+            save_module(self.pose_head, tmp / POSE_HEAD_NAME)
+            if self.ref_pose_head is not None and self.is_lora:
+                save_module(self.ref_pose_head, tmp / REF_POSE_HEAD_NAME)
+            self.config.to_json_file(tmp / CONFIG_NAME)
+        return path
+
+    # ----------------------------------------------------------------- reference policy
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator["PosePolicy"]:
+        """Within the block the policy is the reference π_ref: LoRA (and the PEFT copy of the
+        projector) switched off and the frozen reference pose head in use."""
+        if not self.is_lora or self.ref_pose_head is None:
+            raise RuntimeError("disable_adapter needs a LoRA policy (posrft.policy.lora.apply_lora); "
+                               "for full fine-tuning load a separate reference PosePolicy")
+        with self.model.disable_adapter():
+            self._use_ref_head = True
+            try:
+                yield self
+            finally:
+                self._use_ref_head = False
+
+    # ----------------------------------------------------------------- log-probs
+    def _forward_tail(self, input_ids: Tensor, attention_mask: Tensor, pixel_values: Tensor | None,
+                      keep: int) -> tuple[Tensor, Tensor]:
+        """Logits and final hidden states (the LM head's input) of the last ``keep`` positions."""
+        captured: list[Tensor] = []
+        hook = self.hf_model.get_output_embeddings().register_forward_hook(
+            lambda _mod, args, _out: captured.append(args[0]))
+        kwargs: dict[str, Any] = dict(
+            input_ids=input_ids, attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask), logits_to_keep=keep, use_cache=False)
+        if pixel_values is not None:
+            kwargs["pixel_values"] = pixel_values.to(self.device, self.hf_model.dtype)
+        try:
+            logits = self.hf_model(**kwargs).logits
+        finally:
+            hook.remove()
+        return logits, captured[-1]
+
+    def _check_pair(self, name: str, ids: Tensor, mask: Tensor, n: int | None) -> None:
+        if ids.dim() != 2 or ids.shape != mask.shape:
+            raise ValueError(f"{name}_ids and {name}_mask must both be (N, L); got "
+                             f"{tuple(ids.shape)} and {tuple(mask.shape)}")
+        if n is not None and ids.shape[0] != n:
+            raise ValueError(f"{name}_ids has {ids.shape[0]} rows, expected {n}")
+
+    def forward_logprobs(self, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
+                         completion_mask: Tensor, poses: Tensor | None = None,
+                         pixel_values: Tensor | None = None,
+                         temperature: float = 1.0) -> PolicyLogProbs:
+        """Differentiable log-probs of given completions (and poses) for the learner.
+
+        prompt_ids/mask (N, P) left-padded, completion_ids/mask (N, T), poses (N, D) or None,
+        pixel_values (M, C, H, W) for the prompts' images in order. Returns token log-probs
+        (N, T) at ``temperature``, the pose distribution at each row's first ``<POSE>`` (a
+        placeholder at the last attended position where there is none), log N(poses) (N,)
+        zeroed where invalid, and the validity flags. A non-finite pose of a valid row raises
+        ``ValueError`` naming the row; poses of invalid rows are ignored.
+        """
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self._check_pair("prompt", prompt_ids, prompt_mask, None)
+        n = prompt_ids.shape[0]
+        self._check_pair("completion", completion_ids, completion_mask, n)
+        device = self.device
+        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+        completion_ids, completion_mask = completion_ids.to(device), completion_mask.to(device)
+        for token_id in self.suppressed_token_ids:
+            bad = ((completion_ids == token_id) & completion_mask.bool()).any(1).nonzero()
+            if len(bad):
+                raise ValueError(f"completion {bad[0].item()} contains token id {token_id}, which "
+                                 f"the policy never generates (image placeholder)")
+        t = completion_ids.shape[1]
+        logits, hidden = self._forward_tail(torch.cat([prompt_ids, completion_ids], 1),
+                                            torch.cat([prompt_mask, completion_mask], 1),
+                                            pixel_values, t + 1)
+        logits = logits[:, :-1].float() / temperature
+        if self.suppressed_token_ids:
+            banned = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device)
+            banned[self.suppressed_token_ids] = True
+            logits = logits.masked_fill(banned, float("-inf"))
+        token_logps = selective_log_softmax(logits, completion_ids)
+        valid, index = first_token_index(completion_ids, completion_mask, self.pose_token_id)
+        pose_hidden = hidden[:, 1:][torch.arange(n, device=device), index]
+        dist = self.active_pose_head(pose_hidden)
+        pose_logp = None if poses is None else self._pose_logp(dist, poses.to(device), valid)
+        return PolicyLogProbs(token_logps, dist, pose_logp, valid)
+
+    def forward(self, *args: Any, **kwargs: Any) -> PolicyLogProbs:
+        """Same as :meth:`forward_logprobs`, so DDP/DeepSpeed wrappers can call the policy."""
+        return self.forward_logprobs(*args, **kwargs)
+
+    @staticmethod
+    def _pose_logp(dist: PoseDistribution, poses: Tensor, valid: Tensor) -> Tensor:
+        if poses.shape != dist.mean.shape:
+            raise ValueError(f"poses must be (N, D) = {tuple(dist.mean.shape)}, got {tuple(poses.shape)}")
+        bad = (~torch.isfinite(poses).all(1) & valid).nonzero()
+        if len(bad):
+            raise ValueError(f"poses[{bad[0].item()}] contains NaN/inf but completion "
+                             f"{bad[0].item()} has a valid <POSE>")
+        safe = torch.where(valid[:, None], poses, dist.mean.detach()).to(dist.mean.dtype)
+        return torch.where(valid, dist.log_prob(safe), torch.zeros_like(valid, dtype=dist.mean.dtype))
+
+    # ----------------------------------------------------------------- rollouts
+    def rollout(self, prompts: Sequence[Any], images: Sequence[Any] | None = None, **kwargs: Any):
+        """Sample completions and poses; see :func:`posrft.policy.rollout.rollout`."""
+        from posrft.policy.rollout import rollout
+
+        return rollout(self, prompts, images, **kwargs)

@@ -1,0 +1,167 @@
+"""Gaussian pose head: the continuous part π(p | q, a) of the hybrid policy.
+
+The head reads the language model's last hidden state h at the ``<POSE>`` token and predicts a
+diagonal Gaussian over the pose vector p ∈ R^D, D = 6·J (one 6D rotation per joint, global
+orientation first):
+
+    p ~ N(μθ(h), diag σθ(h)²)
+
+6D convention: ``rot6d = R[..., :, :2].reshape(..., 6)`` (the first two columns of the rotation
+matrix, row-major), so the identity rotation is ``[1, 0, 0, 1, 0, 0]``. The head does not
+orthonormalise; the body layer maps 6D → rotation (Gram–Schmidt) downstream.
+
+log σ is squashed smoothly into [log_std_min, log_std_max]:
+
+    log σ = lo + (hi − lo) · sigmoid(z)
+
+A smooth clamp rather than ``clamp``: a hard clamp has zero gradient once z leaves the range, so
+a head pushed to the boundary by one bad batch can never come back; the sigmoid keeps a (small)
+gradient everywhere and is exactly inside the range for any finite z.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+IDENTITY_6D: tuple[float, ...] = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class PoseDistribution:
+    """Diagonal Gaussian over N pose vectors: ``mean`` and ``log_std`` are both (N, D).
+
+    Sums over D by default; pass ``per_dim=True`` to get the (N, D) terms (HyGRPO clips the
+    per-dimension density ratio like a token ratio).
+    """
+
+    mean: Tensor
+    log_std: Tensor
+
+    def __post_init__(self) -> None:
+        if self.mean.shape != self.log_std.shape or self.mean.dim() != 2:
+            raise ValueError(
+                f"PoseDistribution expects mean and log_std of equal shape (N, D); got "
+                f"{tuple(self.mean.shape)} and {tuple(self.log_std.shape)}"
+            )
+
+    @property
+    def std(self) -> Tensor:
+        """σ = exp(log σ), shape (N, D)."""
+        return self.log_std.exp()
+
+    @property
+    def dim(self) -> int:
+        """D, the pose dimension."""
+        return self.mean.shape[-1]
+
+    def __len__(self) -> int:
+        return self.mean.shape[0]
+
+    def __getitem__(self, index) -> "PoseDistribution":
+        mean, log_std = self.mean[index], self.log_std[index]
+        if mean.dim() == 1:  # an integer index: keep the batch axis
+            mean, log_std = mean.unsqueeze(0), log_std.unsqueeze(0)
+        return PoseDistribution(mean, log_std)
+
+    def detach(self) -> "PoseDistribution":
+        return PoseDistribution(self.mean.detach(), self.log_std.detach())
+
+    def _noise(self, generator: torch.Generator | None) -> Tensor:
+        return torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype,
+                           device=self.mean.device)
+
+    def rsample(self, generator: torch.Generator | None = None) -> Tensor:
+        """Reparameterised sample μ + σ·ε, ε ~ N(0, I); differentiable in μ and σ. (N, D)."""
+        return self.mean + self.std * self._noise(generator)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """Sample without gradient. (N, D)."""
+        with torch.no_grad():
+            return self.rsample(generator)
+
+    def _check_pose(self, pose: Tensor) -> None:
+        if pose.shape != self.mean.shape:
+            raise ValueError(f"pose must have shape {tuple(self.mean.shape)}, got {tuple(pose.shape)}")
+
+    def log_prob(self, pose: Tensor, per_dim: bool = False) -> Tensor:
+        """log N(p; μ, σ²) = −(p−μ)²/(2σ²) − log σ − ½ log 2π per dim;
+        (N,) summed or (N, D)."""
+        self._check_pose(pose)
+        z = (pose - self.mean) / self.std
+        terms = -0.5 * z * z - self.log_std - _LOG_SQRT_2PI
+        return terms if per_dim else terms.sum(-1)
+
+    def entropy(self, per_dim: bool = False) -> Tensor:
+        """H = ½ + ½ log 2π + log σ per dim; (N,) summed or (N, D)."""
+        terms = 0.5 + _LOG_SQRT_2PI + self.log_std
+        return terms if per_dim else terms.sum(-1)
+
+    def kl(self, other: "PoseDistribution", per_dim: bool = False) -> Tensor:
+        """KL(self ‖ other) = log(σ₂/σ₁) + (σ₁² + (μ₁−μ₂)²)/(2σ₂²) − ½ per dim;
+        (N,) summed or (N, D)."""
+        if other.mean.shape != self.mean.shape:
+            raise ValueError(
+                f"kl needs distributions of equal shape; got {tuple(self.mean.shape)} and "
+                f"{tuple(other.mean.shape)}"
+            )
+        var_ratio = torch.exp(2.0 * (self.log_std - other.log_std))
+        mean_term = ((self.mean - other.mean) / other.std) ** 2
+        terms = 0.5 * (var_ratio + mean_term - 1.0) - (self.log_std - other.log_std)
+        return terms if per_dim else terms.sum(-1)
+
+
+class GaussianPoseHead(nn.Module):
+    """MLP h → (μ, log σ); ``forward`` maps (N, H) hidden states to a :class:`PoseDistribution`.
+
+    Architecture: Linear(H, K) → GELU → Linear(K, K) → GELU → {Linear(K, D) for μ,
+    Linear(K, D) for z}, log σ = lo + (hi − lo)·sigmoid(z). The output layers start with small
+    weights and biases set so that μ ≈ identity rotation per joint and log σ ≈ ``init_log_std``:
+    an untrained head proposes the rest pose with moderate spread.
+
+    Defaults: log σ ∈ [−5, 0] i.e. σ ∈ [0.0067, 1]. 6D components are unit-vector entries, so σ
+    above 1 is noise wider than the whole space, while σ below ~0.007 (≈0.4°) is finer than any
+    meaningful pose difference and only makes the density ratio needlessly sharp. The start value
+    σ = e^−2 ≈ 0.135 (~8° per column) is roughly the error of a reasonable pose regressor, which
+    SFT then shrinks.
+    """
+
+    def __init__(self, input_size: int, num_joints: int = 22, hidden_size: int | None = None,
+                 log_std_min: float = -5.0, log_std_max: float = 0.0,
+                 init_log_std: float = -2.0, init_scale: float = 1e-3) -> None:
+        super().__init__()
+        if num_joints < 1:
+            raise ValueError(f"num_joints must be >= 1, got {num_joints}")
+        if not log_std_min < init_log_std < log_std_max:
+            raise ValueError(
+                f"need log_std_min < init_log_std < log_std_max, got {log_std_min}, "
+                f"{init_log_std}, {log_std_max}"
+            )
+        hidden = hidden_size or input_size
+        self.num_joints = num_joints
+        self.pose_dim = 6 * num_joints
+        self.log_std_min = float(log_std_min)
+        self.log_std_max = float(log_std_max)
+        self.trunk = nn.Sequential(nn.Linear(input_size, hidden), nn.GELU(),
+                                   nn.Linear(hidden, hidden), nn.GELU())
+        self.mean_out = nn.Linear(hidden, self.pose_dim)
+        self.log_std_out = nn.Linear(hidden, self.pose_dim)
+        with torch.no_grad():
+            nn.init.normal_(self.mean_out.weight, std=init_scale)
+            self.mean_out.bias.copy_(torch.tensor(IDENTITY_6D).repeat(num_joints))
+            nn.init.normal_(self.log_std_out.weight, std=init_scale)
+            frac = (init_log_std - log_std_min) / (log_std_max - log_std_min)
+            self.log_std_out.bias.fill_(math.log(frac / (1.0 - frac)))
+
+    def forward(self, hidden: Tensor) -> PoseDistribution:
+        """hidden (N, H) → PoseDistribution with mean/log_std (N, 6·num_joints), in head dtype."""
+        if hidden.dim() != 2:
+            raise ValueError(f"GaussianPoseHead expects hidden states (N, H), got {tuple(hidden.shape)}")
+        features = self.trunk(hidden.to(self.mean_out.weight.dtype))
+        span = self.log_std_max - self.log_std_min
+        log_std = self.log_std_min + span * torch.sigmoid(self.log_std_out(features))
+        return PoseDistribution(self.mean_out(features), log_std)

@@ -1,0 +1,170 @@
+"""Batched rollouts: G completions per prompt from one ``generate`` call, then one forward pass
+over prompt + completion for token log-probs and the ``<POSE>`` hidden state, then pose samples.
+
+The extra forward pass (what TRL does for its "old" log-probs) makes the stored log-probs the
+exact same computation the learner repeats in :meth:`PosePolicy.forward_logprobs`, so the
+importance ratio is 1 for unchanged weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from posrft.policy.logprobs import mask_after_eos
+from posrft.policy.pose_head import PoseDistribution
+from posrft.policy.prompts import encode_prompts
+
+if TYPE_CHECKING:
+    from posrft.policy.model import PosePolicy
+
+
+@dataclass
+class RolloutBatch:
+    """N = num_prompts · G samples; sample i belongs to prompt ``prompt_index[i]``.
+
+    prompt_ids, prompt_mask       (N, P) left-padded prompt (chat template applied)
+    completion_ids, completion_mask (N, T) mask 1 up to and including the first EOS, pad after
+    token_logps                   (N, T) float32, log softmax(logits / temperature) of each token
+    pixel_values                  (M, C, H, W) images of all samples in order, or None
+    image_counts                  (N,) images per sample (to slice ``pixel_values``)
+    pose_valid                    (N,) bool: ``<POSE>`` occurs before EOS
+    pose_mean, pose_std, pose_log_std (N, D) head output at ``<POSE>`` (placeholder if invalid)
+    pose                          (N, D) sampled pose (μ when greedy; μ placeholder if invalid)
+    pose_logp                     (N,) log N(pose; μ, σ²) summed over D; 0 where invalid
+    completion_texts              decoded completions (special tokens such as ``<POSE>`` kept,
+                                  EOS and padding dropped)
+    """
+
+    prompt_ids: Tensor
+    prompt_mask: Tensor
+    completion_ids: Tensor
+    completion_mask: Tensor
+    token_logps: Tensor
+    pixel_values: Tensor | None
+    image_counts: Tensor
+    pose_valid: Tensor
+    pose_mean: Tensor
+    pose_std: Tensor
+    pose_log_std: Tensor
+    pose: Tensor
+    pose_logp: Tensor
+    completion_texts: list[str]
+    prompt_index: Tensor
+    num_generations: int
+    temperature: float
+    greedy: bool
+
+    def __len__(self) -> int:
+        return self.completion_ids.shape[0]
+
+    @property
+    def pose_dist(self) -> PoseDistribution:
+        return PoseDistribution(self.pose_mean, self.pose_log_std)
+
+    def select(self, indices: Sequence[int] | Tensor) -> "RolloutBatch":
+        """Rows ``indices`` (e.g. a learner micro-batch), images sliced to match."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        pixel_values = None
+        if self.pixel_values is not None:
+            ends = self.image_counts.cumsum(0)
+            starts = ends - self.image_counts
+            parts = [self.pixel_values[starts[i]:ends[i]] for i in idx.tolist()]
+            pixel_values = torch.cat(parts) if parts and sum(p.shape[0] for p in parts) else None
+        updates: dict[str, Any] = {"pixel_values": pixel_values,
+                                   "completion_texts": [self.completion_texts[i] for i in idx.tolist()]}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in updates and isinstance(value, Tensor):
+                updates[f.name] = value[idx.to(value.device)]
+        return replace(self, **updates)
+
+
+def _sampling_kwargs(greedy: bool, temperature: float, top_p: float, top_k: int) -> dict[str, Any]:
+    # Explicit neutral values: generate() fills unset fields from the model's generation_config
+    # (and top_k=50 by default), which would silently change the sampling distribution.
+    neutral = dict(num_beams=1, repetition_penalty=1.0, no_repeat_ngram_size=0)
+    if greedy:
+        return dict(do_sample=False, **neutral)
+    return dict(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p, typical_p=1.0,
+                epsilon_cutoff=0.0, eta_cutoff=0.0, **neutral)
+
+
+def _decode(policy: "PosePolicy", ids: Tensor, mask: Tensor) -> list[str]:
+    eos = set(policy.eos_token_ids)
+    rows = [[t for t, m in zip(r.tolist(), mr.tolist()) if m and t not in eos] for r, mr in zip(ids, mask)]
+    return policy.tokenizer.batch_decode(rows, skip_special_tokens=False)
+
+
+@torch.no_grad()
+def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] | None = None, *,
+            num_generations: int = 1, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+            max_new_tokens: int = 64, greedy: bool = False, seed: int | None = None) -> RolloutBatch:
+    """Sample ``num_generations`` completions + poses for each prompt in one ``generate`` call.
+
+    prompts: strings or chat-message lists; images: one entry per prompt (None / PIL image /
+    list). ``greedy`` decodes the text greedily and returns pose = μ (evaluation mode); the
+    recorded log-probs still use ``temperature``. ``seed`` makes text and pose sampling
+    reproducible without touching the global RNG; ``top_k=0`` and ``top_p=1`` mean no
+    truncation. A completion without ``<POSE>`` never raises: it gets ``pose_valid=False`` and
+    finite placeholders.
+    """
+    if not prompts:
+        raise ValueError("rollout needs at least one prompt")
+    if num_generations < 1:
+        raise ValueError(f"num_generations must be >= 1, got {num_generations}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature} (use greedy=True for argmax)")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    g = num_generations
+    rep_prompts = [p for p in prompts for _ in range(g)]
+    rep_images = None if images is None else [im for im in images for _ in range(g)]
+    if images is not None and len(images) != len(prompts):
+        raise ValueError(f"images has {len(images)} entries but there are {len(prompts)} prompts")
+    enc = encode_prompts(policy.processing, rep_prompts, rep_images, policy.multimodal)
+    device = policy.device
+    prompt_ids, prompt_mask = enc.input_ids.to(device), enc.attention_mask.to(device)
+    inputs: dict[str, Any] = {"input_ids": prompt_ids, "attention_mask": prompt_mask}
+    if enc.pixel_values is not None:
+        inputs["pixel_values"] = enc.pixel_values.to(device, policy.hf_model.dtype)
+
+    rng_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices):
+        if seed is not None:
+            torch.manual_seed(seed)
+        sequences = policy.hf_model.generate(
+            **inputs, max_new_tokens=max_new_tokens, pad_token_id=policy.pad_token_id,
+            eos_token_id=policy.eos_token_ids, suppress_tokens=policy.suppressed_token_ids or None,
+            use_cache=True, **_sampling_kwargs(greedy, temperature, top_p, top_k))
+    completion_ids, completion_mask = mask_after_eos(
+        sequences[:, prompt_ids.shape[1]:], torch.tensor(policy.eos_token_ids), policy.pad_token_id)
+
+    out = policy.forward_logprobs(prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                  pixel_values=inputs.get("pixel_values"), temperature=temperature)
+    dist, valid = out.pose_dist, out.pose_valid
+    if greedy:
+        pose = dist.mean
+    else:
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=device).manual_seed(seed)
+        pose = dist.sample(generator)
+    pose = torch.where(valid[:, None], pose, dist.mean)
+    pose_logp = torch.where(valid, dist.log_prob(pose), torch.zeros_like(pose[:, 0]))
+    return RolloutBatch(
+        prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
+        completion_mask=completion_mask, token_logps=out.token_logps,
+        pixel_values=inputs.get("pixel_values"), image_counts=enc.image_counts.to(device),
+        pose_valid=valid, pose_mean=dist.mean, pose_std=dist.std,
+        pose_log_std=dist.log_std, pose=pose, pose_logp=pose_logp,
+        completion_texts=_decode(policy, completion_ids, completion_mask),
+        prompt_index=torch.arange(len(prompts), device=device).repeat_interleave(g),
+        num_generations=g, temperature=float(temperature), greedy=greedy,
+    )

@@ -1,0 +1,55 @@
+"""Shared pytest fixtures. Everything runs offline: no model hub access from any test."""
+
+from __future__ import annotations
+
+import os
+
+# Set before anything imports huggingface_hub, which reads these once at import time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """Folder with the tiny random LLaVA model + processor (seed 0), built once per session.
+
+    Treat it as read-only: copy it (``shutil.copytree``) before writing into it.
+    """
+    from posrft.policy.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "llava", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model_dir(tmp_path_factory):
+    """Folder with the tiny random text-only Qwen2 causal LM (same tokenizer, seed 0)."""
+    from posrft.policy.tiny import build_tiny_text_model
+
+    return build_tiny_text_model(tmp_path_factory.mktemp("tiny_text") / "qwen2", seed=0)
+
+
+@pytest.fixture
+def tiny_policy(tiny_model_dir):
+    """A fresh ``PosePolicy`` on the tiny LLaVA model (pose head from seed 0), per test."""
+    from posrft.policy.model import PosePolicy
+
+    return PosePolicy.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture
+def nudge_logits():
+    """``nudge(policy, {token: bias})`` gives the policy's LM head a bias so the random model
+    emits e.g. ``<POSE>``/EOS often. Only for in-memory tests: the bias is not a checkpoint key."""
+    import torch
+
+    def nudge(policy, biases: dict[str, float]) -> None:
+        head = policy.hf_model.get_output_embeddings()
+        bias = torch.zeros(head.out_features)
+        for token, value in biases.items():
+            bias[policy.tokenizer.convert_tokens_to_ids(token)] = value
+        head.bias = torch.nn.Parameter(bias, requires_grad=False)
+
+    return nudge
