@@ -30,6 +30,9 @@ def _help(text: str) -> dict[str, Any]:
 class BaseTrainConfig:
     """Fields shared by the SFT and HyGRPO trainers (model, data, optimisation, bookkeeping)."""
 
+    trainer: str = field(default="", **_help("Which learner: 'sft' or 'hygrpo' (set by the config class)."))
+    accelerate_config: Optional[str] = field(default=None, **_help("accelerate config file that "
+        "`posrft train` launches with (default recipes/accelerate/zero2.yaml)."))  # fmt: skip
     # ---- model and data
     model_name_or_path: str = field(default="", **_help("Model folder (HF save_pretrained layout, "
         "optionally with pose_head.safetensors); no hub downloads."))  # fmt: skip
@@ -75,8 +78,13 @@ class BaseTrainConfig:
     pose_grid_steps: int = field(default=0, **_help("Every N steps write a PNG of sampled vs ground-truth poses (0: off)."))
     merge_lora_on_export: bool = field(default=True, **_help("Merge LoRA into the exported model."))
 
+    KIND = ""
+
     def __post_init__(self) -> None:
         _check_types(self)
+        if self.trainer not in ("", self.KIND):
+            raise ValueError(f"trainer: this recipe is for {self.trainer!r} but was parsed as {self.KIND!r}")
+        self.trainer = self.KIND
         if isinstance(self.report_to, str):
             self.report_to = [self.report_to]
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_steps",
@@ -102,6 +110,7 @@ class SFTConfig(BaseTrainConfig):
     ``"l2"`` trains only the mean with a squared error (the deterministic-head baseline).
     """
 
+    KIND = "sft"
     learning_rate: float = field(default=1e-4, **_help("AdamW learning rate."))
     output_dir: str = field(default="runs/sft", **_help("Where checkpoints, logs and the final model go."))
     num_train_epochs: Optional[float] = field(default=None, **_help("If set, overrides max_steps."))
@@ -122,6 +131,7 @@ class SFTConfig(BaseTrainConfig):
 class HyGRPOConfig(BaseTrainConfig):
     """HyGRPO: GRPO over text tokens + a clipped surrogate over the Gaussian pose (DESIGN §1)."""
 
+    KIND = "hygrpo"
     output_dir: str = field(default="runs/hygrpo", **_help("Where checkpoints, logs and the final model go."))
     # ---- sampling (TRL names)
     num_generations: int = field(default=8, **_help("G: completions sampled per prompt."))
@@ -147,7 +157,8 @@ class HyGRPOConfig(BaseTrainConfig):
     log_std_min: Optional[float] = field(default=None, **_help("Override the head's lower log-σ clamp."))
     log_std_max: Optional[float] = field(default=None, **_help("Override the head's upper log-σ clamp."))
     # ---- rollout workers
-    num_rollout_workers: int = field(default=2, **_help("Ray actors that sample rollouts."))
+    num_rollout_workers: int = field(default=2, **_help("Ray actors that sample rollouts (0: sample "
+        "in-process on rank 0 with the learner's weights, no Ray)."))  # fmt: skip
     ray_address: Optional[str] = field(default=None, **_help("Join this Ray cluster; default: start a local one."))
     worker_num_cpus: float = field(default=1.0, **_help("CPUs per rollout worker."))
     worker_num_gpus: float = field(default=0.0, **_help("GPUs per rollout worker."))
@@ -192,8 +203,10 @@ class HyGRPOConfig(BaseTrainConfig):
             raise ValueError(f"num_iterations must be >= 1, got {self.num_iterations}")
         if self.max_completion_length < 1:
             raise ValueError(f"max_completion_length must be >= 1, got {self.max_completion_length}")
-        if self.num_rollout_workers < 1:
-            raise ValueError(f"num_rollout_workers must be >= 1, got {self.num_rollout_workers}")
+        if self.num_rollout_workers < 0:
+            raise ValueError(f"num_rollout_workers must be >= 0, got {self.num_rollout_workers}")
+        if self.num_rollout_workers == 0 and self.max_staleness > 0:
+            raise ValueError("max_staleness > 0 needs rollout workers (num_rollout_workers >= 1)")
         if self.max_staleness < 0:
             raise ValueError(f"max_staleness must be >= 0, got {self.max_staleness}")
         if (self.log_std_min is not None and self.log_std_max is not None

@@ -1,0 +1,83 @@
+"""Accelerate + DeepSpeed set-up shared by the SFT and HyGRPO learners.
+
+On a machine without CUDA, ``accelerate launch`` with a DeepSpeed config counts one process per
+rank unless the process group exists before ``Accelerator()``; creating the
+:class:`~accelerate.PartialState` with the gloo backend first fixes that (DESIGN §3), so the
+same recipe runs as 2-process ZeRO-2 on this CPU and on GPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedType, ProjectConfiguration
+
+from posrft.train.config import BaseTrainConfig
+
+
+def make_accelerator(cfg: BaseTrainConfig) -> Accelerator:
+    """An :class:`Accelerator` for ``cfg`` (trackers, mixed precision, grad accumulation)."""
+    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        PartialState(backend="gloo")
+    report_to = [r for r in cfg.report_to if r not in ("none", "")]
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        mixed_precision="bf16" if cfg.bf16 else "no",
+        log_with=report_to or None,
+        project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=os.path.join(cfg.output_dir, "logs")),
+    )
+    ds = AcceleratorState().deepspeed_plugin
+    if ds is not None:
+        conf = ds.deepspeed_config
+        conf["train_micro_batch_size_per_gpu"] = cfg.per_device_train_batch_size
+        conf["gradient_accumulation_steps"] = cfg.gradient_accumulation_steps
+        conf["train_batch_size"] = (
+            cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes
+        )
+        conf["gradient_clipping"] = cfg.max_grad_norm
+        # torch's AdamW is what we hand DeepSpeed on every device (no fused CPU/GPU Adam build).
+        conf["zero_allow_untested_optimizer"] = True
+        conf.setdefault("steps_per_print", 10**9)
+    return accelerator
+
+
+def zero_stage(accelerator: Accelerator) -> int:
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return 0
+    return int(AcceleratorState().deepspeed_plugin.zero_stage)
+
+
+@contextlib.contextmanager
+def gathered_parameters(accelerator: Accelerator, module: torch.nn.Module) -> Iterator[None]:
+    """Full parameters of ``module`` inside the block on every rank (ZeRO-3 gathers; a no-op
+    otherwise). Collective: every rank must enter it."""
+    if zero_stage(accelerator) == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            yield
+    else:
+        yield
+
+
+def make_optimizer(cfg: BaseTrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters: check use_peft / freeze settings")
+    return torch.optim.AdamW(
+        params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+        weight_decay=cfg.weight_decay,
+    )  # fmt: skip
+
+
+def make_scheduler(cfg: BaseTrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+    from transformers import get_scheduler
+
+    name = {"constant": "constant_with_warmup"}.get(cfg.lr_scheduler_type, cfg.lr_scheduler_type)
+    return get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup_steps,
+                         num_training_steps=max(total_steps, 1))  # fmt: skip

@@ -1,0 +1,95 @@
+"""Training logs: accelerate trackers, a rich console table, jsonl files and pose pictures.
+
+Rank 0 writes everything. Per logging step the metrics go to the trackers (TensorBoard by
+default) and to ``OUTPUT_DIR/metrics.jsonl``; completions go to ``completions.jsonl``; every
+``pose_grid_steps`` a PNG of sampled vs ground-truth poses goes to ``OUTPUT_DIR/poses/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from accelerate import Accelerator
+from rich.console import Console
+from rich.table import Table
+
+_console = Console(stderr=True)
+
+#: Metrics shown in the console table, in order (others still go to the trackers and jsonl).
+CONSOLE_KEYS = (
+    "reward/text", "reward/pose", "adv/zero_std_groups", "pose/valid_frac", "pose/sigma",
+    "loss/text", "loss/pose", "loss/sft_text", "loss/sft_pose", "kl/text", "kl/pose",
+    "clip/text_high", "clip/pose_high", "time/step", "throughput/samples_per_s",
+)  # fmt: skip
+
+
+class TrainLogger:
+    def __init__(self, accelerator: Accelerator, output_dir: str, run_name: str, config: dict[str, Any]):
+        self.acc = accelerator
+        self.dir = Path(output_dir)
+        self.main = accelerator.is_main_process
+        if self.main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        if accelerator.log_with:
+            flat = {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v, default=str))
+                    for k, v in config.items()}  # fmt: skip
+            accelerator.init_trackers(run_name, config=flat)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.main:
+            return
+        clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        if self.acc.log_with:
+            self.acc.log(clean, step=step)
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **clean}) + "\n")
+        shown = [k for k in CONSOLE_KEYS if k in clean]
+        shown += sorted(k for k in clean if k.startswith("rewards/") and k.endswith("/mean"))
+        # Metric/value pairs, two per row, so the table fits an 80-column terminal or log.
+        table = Table(title=f"step {step}", show_header=False, box=None, padding=(0, 1))
+        for _ in range(2):
+            table.add_column(style="cyan", no_wrap=True)
+            table.add_column(justify="right", no_wrap=True)
+        cells = [(k.replace("/mean", ""), f"{clean[k]:.4g}") for k in shown]
+        for i in range(0, len(cells), 2):
+            row = [x for pair in cells[i : i + 2] for x in pair]
+            table.add_row(*(row + [""] * (4 - len(row))))
+        _console.print(table)
+
+    def log_completions(self, step: int, rows: Sequence[dict[str, Any]]) -> None:
+        if not self.main or not rows:
+            return
+        with open(self.dir / "completions.jsonl", "a") as f:
+            for r in rows:
+                f.write(json.dumps({"step": step, **r}, default=_jsonable) + "\n")
+
+    def log_pose_grid(self, step: int, pred_joints: torch.Tensor, gt_joints: torch.Tensor,
+                      captions: Sequence[str]) -> Path | None:  # fmt: skip
+        """PNG of predicted vs ground-truth joints ``(n, 24, 3)`` (rank 0)."""
+        if not self.main or len(pred_joints) == 0:
+            return None
+        from posrft.render import render_pose_grid
+
+        image = render_pose_grid({"sampled": pred_joints, "ground truth": gt_joints},
+                                 captions=list(captions), size=128)  # fmt: skip
+        out = self.dir / "poses" / f"step_{step:06d}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp.png")
+        image.save(tmp)
+        os.replace(tmp, out)
+        return out
+
+    def finish(self) -> None:
+        if self.acc.log_with:
+            self.acc.end_training()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return str(value)
