@@ -5,15 +5,17 @@ inside the handlers so ``posrft --help`` stays instant.
 
     posrft model init-tiny OUT_DIR [--seed N]
     posrft model sample MODEL_DIR [--prompt TEXT ...] [--num-generations G]
+    posrft train RECIPE.yaml [--field value ...]
     posrft render CLIP.npy --format ntu25 --out clip.png|clip.gif
     posrft data synth --task text2pose|image2pose --n N --out DIR [--seed S]
     posrft data show DIR [--n 8] --out grid.png
-    posrft quickstart [--out DIR]
+    posrft quickstart [--config recipes/quickstart.yaml]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,33 +25,36 @@ Handler = Callable[[argparse.Namespace], int | None]
 
 # ---------------------------------------------------------------------------- model
 def _model_init_tiny(args: argparse.Namespace) -> None:
-    from posrft.policy.tiny import build_tiny_model
+    from posrft.policy.sample import init_tiny
 
-    out = build_tiny_model(args.out_dir, seed=args.seed)
-    print(f"tiny model written to {out}")
+    print(json.dumps(init_tiny(args.out_dir, seed=args.seed), indent=2))
 
 
 def _model_sample(args: argparse.Namespace) -> None:
-    from posrft.demo import sample_and_print
+    from posrft.policy.sample import sample
 
-    sample_and_print(
-        args.model_dir,
-        prompts=args.prompt,
-        num_generations=args.num_generations,
-        temperature=args.temperature,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-    )
+    prompts = args.prompt or ["Describe then generate the pose: a person standing with arms raised."]
+    records = sample(args.model_dir, prompts, image_paths=args.image,
+                     num_generations=args.num_generations, temperature=args.temperature,
+                     top_p=args.top_p, max_new_tokens=args.max_new_tokens, greedy=args.greedy,
+                     seed=args.seed)  # fmt: skip
+    for record in records:
+        print(json.dumps(record))
 
 
 # ---------------------------------------------------------------------------- render
 def _render(args: argparse.Namespace) -> None:
-    from posrft.render import render_clip_to_file
+    from posrft.render import render_npy
 
-    out = render_clip_to_file(
-        args.clip, args.format, args.out, frames=args.frames, size=args.size
-    )
+    out = render_npy(args.clip, args.format, args.out, frames=args.frames, size=args.size)
     print(f"wrote {out}")
+
+
+# ---------------------------------------------------------------------------- train
+def _train(args: argparse.Namespace) -> int:
+    from posrft.launch import launch
+
+    return launch(args.recipe, args.overrides, args.accelerate_config, args.num_processes)
 
 
 # ---------------------------------------------------------------------------- data
@@ -69,9 +74,9 @@ def _data_show(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------------- quickstart
 def _quickstart(args: argparse.Namespace) -> None:
-    from posrft.demo import quickstart
+    from posrft.quickstart import quickstart
 
-    quickstart(args.out, seed=args.seed)
+    quickstart(args.config, out=args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,11 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = model.add_parser("sample", help="sample answers (text + pose) from a model")
     p.add_argument("model_dir", type=Path)
     p.add_argument("--prompt", action="append", help="a user message (repeatable)")
+    p.add_argument("--image", action="append", help="an image given to every prompt (repeatable)")
     p.add_argument("--num-generations", "-G", type=int, default=4)
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--greedy", action="store_true", help="greedy text and pose = mean")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_model_sample)
+
+    p = sub.add_parser("train", help="launch a recipe with accelerate (SFT or HyGRPO)")
+    p.add_argument("recipe", type=Path, help="recipe YAML (its 'trainer' key picks sft or hygrpo)")
+    p.add_argument("--accelerate-config", help="accelerate config (default: the recipe's, else "
+                   "recipes/accelerate/zero2.yaml)")
+    p.add_argument("--num-processes", type=int, help="override the number of learner processes")
+    p.add_argument("overrides", nargs=argparse.REMAINDER, help="--field value overrides of the recipe")
+    p.set_defaults(handler=_train)
 
     p = sub.add_parser("render", help="render a skeleton clip (.npy, (T, J, 3) metres)")
     p.add_argument("clip", type=Path)
@@ -119,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(handler=_data_show)
 
-    p = sub.add_parser("quickstart", help="the main job: tiny model, data, samples")
-    p.add_argument("--out", type=Path, default=Path("runs/quickstart"))
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("quickstart", help="the main job: tiny model, data, SFT, HyGRPO, evaluation")
+    p.add_argument("--config", type=Path, default=Path("recipes/quickstart.yaml"))
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: the config's)")
     p.set_defaults(handler=_quickstart)
     return parser
 

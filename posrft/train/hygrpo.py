@@ -77,7 +77,8 @@ class Sampler:
         images = [r["images"] for r in rows] if "images" in rows[0] else None
         params = sampling_params(self.cfg)
         if self.pool is not None:
-            return self.pool.submit(prompts, images, self.cfg.num_generations, params, seed=seed)
+            return self.pool.submit(prompts, images, num_generations=self.cfg.num_generations,
+                                    sampling=params, seed=seed)
         t0 = time.perf_counter()
         params = dict(params, max_new_tokens=params.pop("max_new_tokens"))
         batch = self.policy.rollout(prompts, images, num_generations=self.cfg.num_generations,
@@ -88,9 +89,11 @@ class Sampler:
     def gather(self, handle: Any) -> tuple[Any, torch.Tensor, dict[str, float]]:
         if self.pool is not None:
             result = self.pool.gather(handle)
-            return result.batch, result.model_version, dict(result.metrics)
+            metrics = {f"rollout/{k}": v for k, v in result.metrics.items()}
+            metrics["time/rollout"] = result.metrics.get("rollout_s", float("nan"))
+            return result.batch, result.model_version, metrics
         _, batch, version_t, seconds = handle
-        return batch, version_t, {"time/rollout": seconds, "throughput/rollout_samples_per_s": len(batch) / seconds}
+        return batch, version_t, {"time/rollout": seconds, "rollout/samples_per_s": len(batch) / seconds}
 
     def sync(self, model: torch.nn.Module, version: int) -> dict[str, float]:
         if self.pool is None:
@@ -98,7 +101,8 @@ class Sampler:
         from posrft.rollout import merged_state_dict
 
         state = merged_state_dict(model)
-        return dict(self.pool.sync_weights(state, version, bucket_mb=self.cfg.weight_sync_bucket_mb))
+        out = self.pool.sync_weights(state, version, bucket_mb=self.cfg.weight_sync_bucket_mb)
+        return {f"sync/{k}": v for k, v in out.items() if k in ("bytes", "seconds", "gb_per_s")}
 
     def close(self) -> None:
         if self.pool is not None:
