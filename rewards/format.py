@@ -5,11 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
+from posrft.eval.pose_eval import ANSWER_TEMPLATE as DEFAULT_TEMPLATE
 from rewards.api import completion_text
 from rewards.registry import register_reward
-
-#: Default template: some text, exactly one ``<POSE>``, no other angle-bracket special token.
-DEFAULT_TEMPLATE = r"^[^<>]*<POSE>[^<>]*$"
 
 
 @register_reward("format", target="text")
