@@ -61,8 +61,10 @@ def _train(args: argparse.Namespace) -> int:
 def _data_synth(args: argparse.Namespace) -> None:
     from posrft.data.synth import synth_dataset
 
-    out = synth_dataset(args.task, n=args.n, out=args.out, seed=args.seed)
-    print(f"dataset written to {out} (load with datasets.load_from_disk)")
+    extra = {"image_size": args.image_size} if args.task == "image2pose" else {}
+    dd = synth_dataset(args.task, n=args.n, out=args.out, seed=args.seed, **extra)
+    sizes = ", ".join(f"{k}={len(v)}" for k, v in dd.items())
+    print(f"dataset written to {args.out} ({sizes}); load with datasets.load_from_disk")
 
 
 def _data_show(args: argparse.Namespace) -> None:
@@ -127,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, required=True, help="total number of samples")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=56, help="image2pose picture size (pixels)")
     p.set_defaults(handler=_data_synth)
 
     p = data.add_parser("show", help="draw a grid of dataset samples")

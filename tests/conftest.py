@@ -53,3 +53,13 @@ def nudge_logits():
         head.bias = torch.nn.Parameter(bias, requires_grad=False)
 
     return nudge
+
+
+@pytest.fixture(scope="session")
+def text2pose_dir(tmp_path_factory):
+    """A small synthetic text->pose DatasetDict on disk (48/8/8 rows, seed 0)."""
+    from posrft.data.synth import build_text2pose
+
+    out = tmp_path_factory.mktemp("data") / "text2pose"
+    build_text2pose(48, 8, 8, seed=0, out_dir=out)
+    return out
