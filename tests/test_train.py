@@ -1,0 +1,148 @@
+"""Learners on one process: config validation, SFT, HyGRPO (in-process sampling), exact resume."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from posrft.train.__main__ import parse
+from posrft.train.config import HyGRPOConfig, SFTConfig
+
+
+def _recipe(tmp_path, text):
+    p = tmp_path / "recipe.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+# --------------------------------------------------------------------------- configs
+def test_yaml_recipe_with_overrides_and_trainer_dispatch(tmp_path):
+    path = _recipe(tmp_path, "trainer: hygrpo\nnum_generations: 4\nper_device_train_batch_size: 8\n"
+                             "rewards:\n  - {func: format, weight: 2.0}\n")  # fmt: skip
+    cfg = parse(["--config", path, "--beta", "0.1"])
+    assert isinstance(cfg, HyGRPOConfig) and cfg.beta == 0.1 and cfg.num_generations == 4
+    assert cfg.rewards == [{"func": "format", "weight": 2.0}]
+
+
+@pytest.mark.parametrize(
+    "text, error, match",
+    [
+        ("trainer: sft\nmax_stepz: 3\n", ValueError, r"Unknown arguments .*max_stepz"),
+        ("trainer: sft\nlearning_rate: [1, 2]\n", TypeError, r"learning_rate: expected float, got \[1, 2\]"),
+        ("trainer: sft\nuse_peft: 3\n", TypeError, r"use_peft: expected bool, got 3"),
+        ("trainer: hygrpo\nnum_generations: 3\nper_device_train_batch_size: 8\n", ValueError,
+         r"multiple of num_generations \(3\)"),
+        ("trainer: hygrpo\nnum_generations: 1\n", ValueError, r"num_generations must be >= 2"),
+        ("trainer: hygrpo\npose_ratio: sum\n", TypeError, r"pose_ratio: expected one of 'per_dim', 'joint'"),
+        ("trainer: hygrpo\nlog_std_min: 0.0\nlog_std_max: -1.0\n", ValueError, r"log_std_min \(0.0\) must be <"),
+        ("trainer: hygrpo\nrewards: []\n", ValueError, r"rewards must be a non-empty list"),
+        ("trainer: ppo\n", ValueError, r"trainer must be one of \['hygrpo', 'sft'\]"),
+    ],
+)  # fmt: skip
+def test_bad_recipes_name_the_field(tmp_path, text, error, match):
+    with pytest.raises(error, match=match):
+        parse(["--config", _recipe(tmp_path, text)])
+
+
+def test_unparsable_string_is_an_argparse_error_naming_the_flag(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse(["--config", _recipe(tmp_path, "trainer: sft\nlearning_rate: fast\n")])
+    assert "--learning_rate" in capsys.readouterr().err
+
+
+def test_missing_dataset_column_is_reported_before_training(tmp_path, tiny_model_dir):
+    from datasets import Dataset, DatasetDict
+
+    from posrft.train.sft import run_sft
+
+    DatasetDict(train=Dataset.from_dict({"prompt": ["hi"]})).save_to_disk(str(tmp_path / "d"))
+    cfg = SFTConfig(model_name_or_path=str(tiny_model_dir), dataset_path=str(tmp_path / "d"),
+                    output_dir=str(tmp_path / "out"), report_to=["none"])  # fmt: skip
+    with pytest.raises(ValueError, match=r"lacks required column\(s\) \['completion', 'gt_pose_6d'\]"):
+        run_sft(cfg)
+
+
+# --------------------------------------------------------------------------- SFT
+def test_sft_learns_the_response_and_pose(tmp_path, tiny_model_dir, text2pose_dir):
+    from posrft.policy.model import PosePolicy
+    from posrft.train.sft import run_sft
+
+    cfg = SFTConfig(model_name_or_path=str(tiny_model_dir), dataset_path=str(text2pose_dir),
+                    output_dir=str(tmp_path / "sft"), max_steps=12, learning_rate=3e-3,
+                    per_device_train_batch_size=8, report_to=["none"])  # fmt: skip
+    out = run_sft(cfg)
+    log = [json.loads(line) for line in open(tmp_path / "sft" / "metrics.jsonl")]
+    assert log[-1]["loss/sft_text"] < 0.5 * log[0]["loss/sft_text"]
+    assert log[-1]["loss/sft_pose"] < log[0]["loss/sft_pose"]
+    policy = PosePolicy.from_pretrained(out)  # the export loads back
+    assert policy.config.pose_dim == 132
+
+
+# --------------------------------------------------------------------------- HyGRPO
+def _grpo_cfg(tmp_path, model, data, name, **kw):
+    base = dict(model_name_or_path=str(model), dataset_path=str(data), output_dir=str(tmp_path / name),
+                max_steps=4, per_device_train_batch_size=8, num_generations=4, max_completion_length=12,
+                learning_rate=1e-3, report_to=["none"], num_rollout_workers=0, beta=0.04,
+                rewards=[{"func": "format", "target": "text"}, {"func": "joint", "target": "pose"}])  # fmt: skip
+    base.update(kw)
+    return HyGRPOConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def sft_model(tmp_path_factory, tiny_model_dir, text2pose_dir):
+    """The tiny model after a short SFT, so it emits <POSE> often enough for RL signal."""
+    from posrft.train.sft import run_sft
+
+    out = tmp_path_factory.mktemp("sft")
+    return run_sft(SFTConfig(model_name_or_path=str(tiny_model_dir), dataset_path=str(text2pose_dir),
+                             output_dir=str(out), max_steps=10, learning_rate=3e-3,
+                             report_to=["none"]))  # fmt: skip
+
+
+def test_hygrpo_runs_logs_and_exports(tmp_path, sft_model, text2pose_dir):
+    from posrft.train.hygrpo import run_hygrpo
+
+    out = run_hygrpo(_grpo_cfg(tmp_path, sft_model, text2pose_dir, "grpo", pose_grid_steps=2))
+    log = [json.loads(line) for line in open(tmp_path / "grpo" / "metrics.jsonl")]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    for key in ("reward/text", "rewards/format/mean", "rewards/joint/mean", "pose/valid_frac",
+                "kl/text", "clip/text_high", "time/rollout", "time/update", "throughput/samples_per_s"):
+        assert key in log[-1], key
+    assert log[-1]["pose/valid_frac"] > 0
+    assert (tmp_path / "grpo" / "poses" / "step_000002.png").is_file()
+    assert (tmp_path / "grpo" / "completions.jsonl").stat().st_size > 0
+    before = load_file(str(sft_model / "model.safetensors"))
+    after = load_file(str(out / "model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, sft_model, text2pose_dir):
+    from posrft.train.hygrpo import run_hygrpo
+
+    full = run_hygrpo(_grpo_cfg(tmp_path, sft_model, text2pose_dir, "full", save_steps=2))
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    shutil.copytree(tmp_path / "full" / "checkpoint-2", resumed_dir / "checkpoint-2")
+    resumed = run_hygrpo(_grpo_cfg(tmp_path, sft_model, text2pose_dir, "resumed", save_steps=2,
+                                   resume_from_checkpoint="latest"))  # fmt: skip
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ha = load_file(str(full / "pose_head.safetensors"))
+    hb = load_file(str(resumed / "pose_head.safetensors"))
+    assert all(torch.equal(ha[k], hb[k]) for k in ha)
+    steps = [json.loads(line)["step"] for line in open(resumed_dir / "metrics.jsonl")]
+    assert steps == [3, 4]
+
+
+def test_hygrpo_with_lora_uses_the_disabled_adapter_as_reference(tmp_path, sft_model, text2pose_dir):
+    from posrft.policy.model import PosePolicy
+    from posrft.train.hygrpo import run_hygrpo
+
+    out = run_hygrpo(_grpo_cfg(tmp_path, sft_model, text2pose_dir, "lora", max_steps=2, use_peft=True,
+                               lora_r=4, merge_lora_on_export=True))  # fmt: skip
+    log = [json.loads(line) for line in open(tmp_path / "lora" / "metrics.jsonl")]
+    assert log[0]["kl/text"] == pytest.approx(0.0, abs=1e-6)  # policy == reference at step 1
+    merged = PosePolicy.from_pretrained(out)
+    assert not merged.is_lora
