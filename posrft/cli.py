@@ -9,6 +9,7 @@ inside the handlers so ``posrft --help`` stays instant.
     posrft render CLIP.npy --format ntu25 --out clip.png|clip.gif
     posrft data synth --task text2pose|image2pose --n N --out DIR [--seed S]
     posrft data show DIR [--n 8] --out grid.png
+    posrft retrieval train --data DIR --out DIR --seed S [--subset a|b]
     posrft quickstart [--config recipes/quickstart.yaml]
 """
 
@@ -72,6 +73,13 @@ def _data_show(args: argparse.Namespace) -> None:
 
     out = show_dataset(args.data_dir, n=args.n, out=args.out)
     print(f"wrote {out}")
+
+
+# ---------------------------------------------------------------------------- retrieval
+def _retrieval(args: argparse.Namespace) -> int:
+    from posrft.eval.retrieval_train import main as retrieval_main
+
+    return retrieval_main(args.args)
 
 
 # ---------------------------------------------------------------------------- quickstart
@@ -138,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(handler=_data_show)
 
+    p = sub.add_parser("retrieval", help="train / evaluate the text-pose retrieval models",
+                       add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="train|eval ... (see `posrft retrieval -h`)")
+    p.set_defaults(handler=_retrieval)
+
     p = sub.add_parser("quickstart", help="the main job: tiny model, data, SFT, HyGRPO, evaluation")
     p.add_argument("--config", type=Path, default=Path("recipes/quickstart.yaml"))
     p.add_argument("--out", type=Path, default=None, help="run folder (default: the config's)")
@@ -146,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["retrieval"]:  # its own parser handles every flag, --help included
+        return int(_retrieval(argparse.Namespace(args=argv[1:])) or 0)
     args = build_parser().parse_args(argv)
     result = args.handler(args)
     return int(result or 0)
