@@ -137,7 +137,6 @@ class HyGRPOConfig(BaseTrainConfig):
     num_generations: int = field(default=8, **_help("G: completions sampled per prompt."))
     temperature: float = field(default=1.0, **_help("Sampling temperature (logits are divided by it)."))
     top_p: float = field(default=1.0, **_help("Nucleus sampling."))
-    max_prompt_length: Optional[int] = field(default=256, **_help("Left-truncate prompts to this length."))
     max_completion_length: int = field(default=32, **_help("Maximum generated tokens."))
     # ---- loss (TRL names)
     beta: float = field(default=0.04, **_help("KL coefficient (k3 estimator per text token)."))
