@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
-from posrft.eval.pose_eval import ANSWER_TEMPLATE as DEFAULT_TEMPLATE
+from posrft.eval.answer_format import ANSWER_TEMPLATE as DEFAULT_TEMPLATE
 from rewards.api import completion_text
 from rewards.registry import register_reward
 

@@ -9,21 +9,14 @@ the samples whose answer contains ``<POSE>`` (``valid_rate`` says how many):
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
 from datasets import DatasetDict, load_from_disk
 
 from posrft.body.pose import pose_to_joints
+from posrft.eval.answer_format import format_ok
 from posrft.eval.metrics import mpjpe, pa_mpjpe
-
-#: The answer template: some text, exactly one ``<POSE>``, no other angle-bracket token.
-ANSWER_TEMPLATE = r"^[^<>]*<POSE>[^<>]*$"
-
-
-def format_ok(text: str, template: str = ANSWER_TEMPLATE) -> bool:
-    return re.match(template, text.strip(), re.DOTALL) is not None
 
 
 @torch.no_grad()

@@ -195,7 +195,7 @@ def run_hygrpo(cfg: HyGRPOConfig) -> Path:
     optimizer = make_optimizer(cfg, policy)
     scheduler = make_scheduler(cfg, optimizer, cfg.max_steps * cfg.num_iterations)
     model, optimizer, scheduler = acc.prepare(policy, optimizer, scheduler)
-    logger = TrainLogger(acc, cfg.output_dir, "hygrpo", config_dict(cfg))
+    logger = TrainLogger(acc, cfg.output_dir, "hygrpo", config_dict(cfg), total_steps=cfg.max_steps)
     sampler = PromptSampler(len(data), cfg.seed)
     step = 0
     ckpt = resolve_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir)
@@ -236,6 +236,7 @@ def run_hygrpo(cfg: HyGRPOConfig) -> Path:
             metrics = gather_mean(acc, _update(acc, model, optimizer, scheduler, local, cfg))
             t_update = time.perf_counter() - t0
             step += 1
+            logger.advance(step)
             t0 = time.perf_counter()
             sync_metrics: dict[str, float] = {}
             with gathered_parameters(acc, acc.unwrap_model(model)):

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 from accelerate import Accelerator
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 _console = Console(stderr=True)
@@ -29,12 +30,21 @@ CONSOLE_KEYS = (
 
 
 class TrainLogger:
-    def __init__(self, accelerator: Accelerator, output_dir: str, run_name: str, config: dict[str, Any]):
+    def __init__(self, accelerator: Accelerator, output_dir: str, run_name: str, config: dict[str, Any],
+                 total_steps: int | None = None):  # fmt: skip
         self.acc = accelerator
         self.dir = Path(output_dir)
         self.main = accelerator.is_main_process
+        self.progress: Progress | None = None
         if self.main:
             self.dir.mkdir(parents=True, exist_ok=True)
+            if total_steps:
+                self.progress = Progress(
+                    TextColumn(f"[bold]{run_name}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=_console,
+                )  # fmt: skip
+                self._task = self.progress.add_task(run_name, total=total_steps)
+                self.progress.start()
         if accelerator.log_with:
             flat = {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v, default=str))
                     for k, v in config.items()}  # fmt: skip
@@ -61,6 +71,11 @@ class TrainLogger:
             table.add_row(*(row + [""] * (4 - len(row))))
         _console.print(table)
 
+    def advance(self, step: int) -> None:
+        """Move the progress bar to ``step`` (rank 0)."""
+        if self.progress is not None:
+            self.progress.update(self._task, completed=step)
+
     def log_completions(self, step: int, rows: Sequence[dict[str, Any]]) -> None:
         if not self.main or not rows:
             return
@@ -85,6 +100,8 @@ class TrainLogger:
         return out
 
     def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
         if self.acc.log_with:
             self.acc.end_training()
 

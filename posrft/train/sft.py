@@ -62,7 +62,7 @@ def run_sft(cfg: SFTConfig) -> Path:
     scheduler = make_scheduler(cfg, optimizer, total)
     model, optimizer, scheduler = acc.prepare(policy, optimizer, scheduler)
     sampler = PromptSampler(len(data), cfg.seed)
-    logger = TrainLogger(acc, cfg.output_dir, "sft", config_dict(cfg))
+    logger = TrainLogger(acc, cfg.output_dir, "sft", config_dict(cfg), total_steps=total)
 
     step = 0
     ckpt = resolve_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir)
@@ -103,6 +103,7 @@ def run_sft(cfg: SFTConfig) -> Path:
             sums["pose/valid_frac"] += n_valid / len(mine) / k
             sums["pose/sigma"] += out.pose_dist.std.mean().item() / k
         step += 1
+        logger.advance(step)
         metrics = gather_mean(acc, sums)
         metrics["time/step"] = time.perf_counter() - t0
         metrics["lr"] = scheduler.get_last_lr()[0]
