@@ -20,6 +20,7 @@ from rich.table import Table
 
 console = Console()
 STAGES = 5
+CURVES = ("reward/text", "reward/pose", "pose/valid_frac", "pose/sigma", "kl/text")
 
 
 def _stage(k: int, text: str) -> float:
@@ -82,7 +83,11 @@ def quickstart(config: str | os.PathLike = "recipes/quickstart.yaml", out: str |
         "model_name_or_path": str(root / "sft" / "final"), "dataset_path": str(data_dir),
         "output_dir": str(root / "hygrpo"), "seed": seed, **spec.get("hygrpo", {})})  # fmt: skip
     _train(rl_recipe, accel)
-    console.print(f"HyGRPO done ({time.perf_counter() - t:.1f}s)")
+    from posrft.train.plots import plot_curves
+
+    curves = plot_curves(root / "hygrpo" / "metrics.jsonl", CURVES, root / "hygrpo" / "curves.png",
+                         title="quickstart HyGRPO")  # fmt: skip
+    console.print(f"HyGRPO done ({time.perf_counter() - t:.1f}s); curves: {curves}")
 
     t = _stage(5, f"evaluate on the {eval_spec.get('split', 'test')} split")
     from posrft.eval.pose_eval import evaluate_pose_policy
