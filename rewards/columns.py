@@ -216,3 +216,26 @@ def select_rows(
     keep_set = set(keep)
     pos = [k for k, i in enumerate(rows) if i in keep_set]
     return stacked[pos], [rows[k] for k in pos]
+
+
+def gather_pose_inputs(
+    reward: str,
+    poses: Sequence[Tensor | None] | None,
+    completions: Sequence[Any] | None,
+    columns: Mapping[str, Any],
+    needed: Sequence[str] = (),
+) -> tuple[int, list[int], Tensor, dict[str, Sequence[Any]]]:
+    """The common prologue of a pose reward: ``(n, rows, P, cols)``.
+
+    ``cols`` holds the ``needed`` columns (an error names a missing one); ``rows`` are the
+    completions that have a pose *and* a non-``None`` value in every needed column, and ``P``
+    their stacked poses ``(V, D)``.
+    """
+    n = len(poses) if poses is not None else len(completions or [])
+    cols = {c: require_column(reward, columns, c) for c in needed}
+    rows, pose6d = stack_poses(reward, poses, n)
+    for c, values in cols.items():
+        keep = valid_rows(reward, values, n, c)
+        if len(keep) != n:  # some samples have no ground truth: score the rest
+            pose6d, rows = select_rows(pose6d, rows, keep)
+    return n, rows, pose6d, cols

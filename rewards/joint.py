@@ -35,14 +35,7 @@ from torch import Tensor
 from posrft.body.pose import pose_to_joints
 from posrft.eval.metrics import ALIGNMENTS, mpjpe
 from rewards.body_batch import posed_joints
-from rewards.columns import (
-    require_column,
-    scatter,
-    select_rows,
-    stack_column,
-    stack_poses,
-    valid_rows,
-)
+from rewards.columns import gather_pose_inputs, scatter, stack_column
 from rewards.registry import register_reward
 
 KINDS = ("inverse", "exp")
@@ -121,15 +114,10 @@ class JointReward:
         poses: Sequence[Tensor | None] | None = None,
         **columns: Any,
     ) -> list[float | None]:
-        n = len(poses) if poses is not None else len(completions or [])
-        gt_col = require_column(self.name, columns, self.column)
-        rows, pose6d = stack_poses(self.name, poses, n)
-        keep = valid_rows(self.name, gt_col, n, self.column)
-        if len(keep) != n:  # some samples have no ground truth: score the rest
-            pose6d, rows = select_rows(pose6d, rows, keep)
+        n, rows, pose6d, cols = gather_pose_inputs(self.name, poses, completions, columns, [self.column])
         if not rows:
             return [None] * n
-        gt = stack_column(self.name, self.column, gt_col, rows, (NUM_JOINTS, 3))
+        gt = stack_column(self.name, self.column, cols[self.column], rows, (NUM_JOINTS, 3))
         return scatter(n, rows, self.score(self.errors(pose6d, gt)))
 
 

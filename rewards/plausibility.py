@@ -28,7 +28,7 @@ from torch import Tensor
 from posrft.data.limits import NUM_JOINTS, limit_violation
 from posrft.data.plausibility import penetration
 from rewards.body_batch import pose6d_to_rotmat_batched, posed_joints
-from rewards.columns import scatter, stack_poses
+from rewards.columns import gather_pose_inputs, scatter
 from rewards.registry import register_reward
 
 
@@ -82,8 +82,7 @@ class PlausibilityReward:
         poses: Sequence[Tensor | None] | None = None,
         **columns: Any,
     ) -> list[float | None]:
-        n = len(poses) if poses is not None else len(completions or [])
-        rows, pose6d = stack_poses(self.__name__, poses, n)
+        n, rows, pose6d, _ = gather_pose_inputs(self.__name__, poses, completions, columns)
         if not rows:
             return [None] * n
         return scatter(n, rows, self.penalty(pose6d))

@@ -30,15 +30,7 @@ from torch import Tensor
 from posrft.body.pose import pose_to_joints
 from posrft.render.camera import Camera
 from rewards.body_batch import posed_joints
-from rewards.columns import (
-    RewardInputError,
-    require_column,
-    scatter,
-    select_rows,
-    stack_column,
-    stack_poses,
-    valid_rows,
-)
+from rewards.columns import RewardInputError, gather_pose_inputs, scatter, stack_column
 from rewards.registry import register_reward
 
 NUM_JOINTS = 24
@@ -152,15 +144,9 @@ class ReprojectionReward:
         poses: Sequence[Tensor | None] | None = None,
         **columns: Any,
     ) -> list[float | None]:
-        n = len(poses) if poses is not None else len(completions or [])
         name = self.__name__
         needed = (self.kp_col, self.cam_col, self.joints_col)
-        cols = {c: require_column(name, columns, c) for c in needed}
-        rows, pose6d = stack_poses(self.__name__, poses, n)
-        for c, values in cols.items():
-            keep = valid_rows(self.__name__, values, n, c)
-            if len(keep) != n:
-                pose6d, rows = select_rows(pose6d, rows, keep)
+        n, rows, pose6d, cols = gather_pose_inputs(name, poses, completions, columns, needed)
         if not rows:
             return [None] * n
         gt = stack_column(name, self.joints_col, cols[self.joints_col], rows, (NUM_JOINTS, 3))

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from posrft.eval.retrieval import RetrievalModel
-from rewards.columns import require_column, scatter, select_rows, stack_poses, valid_rows
+from rewards.columns import gather_pose_inputs, scatter
 from rewards.registry import register_reward
 
 
@@ -69,12 +69,9 @@ class SemanticReward:
         poses: Sequence[Tensor | None] | None = None,
         **columns: Any,
     ) -> list[float | None]:
-        n = len(poses) if poses is not None else len(completions or [])
-        texts = require_column(self.__name__, columns, self.text_column)
-        rows, pose6d = stack_poses(self.__name__, poses, n)
-        keep = valid_rows(self.__name__, texts, n, self.text_column)
-        if len(keep) != n:
-            pose6d, rows = select_rows(pose6d, rows, keep)
+        n, rows, pose6d, cols = gather_pose_inputs(self.__name__, poses, completions, columns,
+                                                   [self.text_column])  # fmt: skip
+        texts = cols[self.text_column]
         if not rows:
             return [None] * n
         for i in rows:

@@ -86,10 +86,6 @@ def reward_columns(rows: list[dict[str, Any]], repeat: int) -> dict[str, list[An
     return cols
 
 
-def _assistant_text(completion: Any) -> str:
-    return completion_text(completion)
-
-
 def encode_completions(policy: Any, prompts: Sequence[Any], completions: Sequence[Any]) -> tuple[Tensor, Tensor]:
     """Target completion ids/mask ``(N, T)``, right-padded, ending at the first EOS.
 
@@ -104,7 +100,7 @@ def encode_completions(policy: Any, prompts: Sequence[Any], completions: Sequenc
         msgs = [{"role": "user", "content": p}] if isinstance(p, str) else list(p)
         head = proc.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
         full = proc.apply_chat_template(
-            msgs + [{"role": "assistant", "content": _assistant_text(c)}], tokenize=False
+            msgs + [{"role": "assistant", "content": completion_text(c)}], tokenize=False
         )
         if not full.startswith(head):
             raise ValueError(f"completion {i}: the chat template does not render the assistant turn "

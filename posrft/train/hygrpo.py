@@ -80,7 +80,6 @@ class Sampler:
             return self.pool.submit(prompts, images, num_generations=self.cfg.num_generations,
                                     sampling=params, seed=seed)
         t0 = time.perf_counter()
-        params = dict(params, max_new_tokens=params.pop("max_new_tokens"))
         batch = self.policy.rollout(prompts, images, num_generations=self.cfg.num_generations,
                                     seed=seed, **params)  # fmt: skip
         version_t = torch.full((len(batch),), version, dtype=torch.long)

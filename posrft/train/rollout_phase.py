@@ -21,6 +21,7 @@ from posrft.rollout.experience import Experience
 from posrft.train.config import HyGRPOConfig
 from posrft.train.data import reward_columns
 from rewards import RewardRunner
+from rewards.api import message_text
 
 
 @dataclass
@@ -112,6 +113,4 @@ def _masked_abs_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
 def _prompt_text(prompt: Any) -> str:
     if isinstance(prompt, str):
         return prompt
-    from rewards.api import message_text
-
     return " | ".join(message_text(m) for m in prompt)
