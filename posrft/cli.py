@@ -10,6 +10,7 @@ inside the handlers so ``posrft --help`` stays instant.
     posrft data synth --task text2pose|image2pose --n N --out DIR [--seed S]
     posrft data show DIR [--n 8] --out grid.png
     posrft retrieval train --data DIR --out DIR --seed S [--subset a|b]
+    posrft eval --model DIR --data DIR --task text2pose|image2pose [--retrieval-model DIR] [--out F.json]
     posrft quickstart [--config recipes/quickstart.yaml]
 """
 
@@ -82,6 +83,13 @@ def _retrieval(args: argparse.Namespace) -> int:
     return retrieval_main(args.args)
 
 
+# ---------------------------------------------------------------------------- eval
+def _eval(args: argparse.Namespace) -> int:
+    from posrft.eval.evaluate import main as eval_main
+
+    return eval_main(args.args)
+
+
 # ---------------------------------------------------------------------------- quickstart
 def _quickstart(args: argparse.Namespace) -> None:
     from posrft.quickstart import quickstart
@@ -151,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER, help="train|eval ... (see `posrft retrieval -h`)")
     p.set_defaults(handler=_retrieval)
 
+    p = sub.add_parser("eval", help="evaluate a pose policy (MPJPE, PA-MPJPE, retrieval, format)",
+                       add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="--model DIR --data DIR --task T ... (see `posrft eval -h`)")
+    p.set_defaults(handler=_eval)
+
     p = sub.add_parser("quickstart", help="the main job: tiny model, data, SFT, HyGRPO, evaluation")
     p.add_argument("--config", type=Path, default=Path("recipes/quickstart.yaml"))
     p.add_argument("--out", type=Path, default=None, help="run folder (default: the config's)")
@@ -160,8 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["retrieval"]:  # its own parser handles every flag, --help included
+    # These sub-commands own their parser (every flag, --help included).
+    if argv[:1] == ["retrieval"]:
         return int(_retrieval(argparse.Namespace(args=argv[1:])) or 0)
+    if argv[:1] == ["eval"]:
+        return int(_eval(argparse.Namespace(args=argv[1:])) or 0)
     args = build_parser().parse_args(argv)
     result = args.handler(args)
     return int(result or 0)

@@ -39,7 +39,17 @@ def launch_command(recipe: str | os.PathLike, overrides: Sequence[str] = (),
         cmd += ["--config_file", str(accel)]
     if num_processes is not None:
         cmd += ["--num_processes", str(num_processes)]
-    return cmd + ["-m", "posrft.train", "--config", str(recipe), *overrides]
+    return cmd + ["-m", learner_module(spec), "--config", str(recipe), *overrides]
+
+
+#: Recipes whose ``trainer`` key names a SkeletonLLM stage run the skeleton learner (floor 7),
+#: every other recipe runs ``posrft.train`` (floor 6); both parse the recipe TrlParser-style.
+SKELETON_TRAINERS = ("skeleton",)
+
+
+def learner_module(spec: dict) -> str:
+    """The ``-m`` module accelerate launches for a parsed recipe."""
+    return "posrft.skeleton" if spec.get("trainer") in SKELETON_TRAINERS else "posrft.train"
 
 
 def launch(recipe: str | os.PathLike, overrides: Sequence[str] = (), accelerate_config: str | None = None,

@@ -9,17 +9,76 @@ the samples whose answer contains ``<POSE>`` (``valid_rate`` says how many):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from datasets import DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict, load_from_disk
+from torch import Tensor
 
 from posrft.body.pose import pose_to_joints
 from posrft.eval.answer_format import format_ok
 from posrft.eval.metrics import mpjpe, pa_mpjpe
 
 
+@dataclass
+class Predictions:
+    """Greedy answers for N rows: ``pose6d`` (N, D) μ, ``valid`` (N,) bool, ``joints`` (N, 24, 3)
+    predicted, ``gt_joints`` (N, 24, 3), ``texts`` the completions."""
+
+    pose6d: Tensor
+    valid: Tensor
+    joints: Tensor
+    gt_joints: Tensor
+    texts: list[str]
+
+
+def load_eval_split(data_dir: str, split: str, columns: tuple[str, ...] = ("prompt", "gt_joints")) -> Dataset:
+    """``data_dir[split]`` with a clear error naming a missing split or column."""
+    data = load_from_disk(str(data_dir))
+    if isinstance(data, DatasetDict):
+        if split not in data:
+            raise KeyError(f"dataset {data_dir!r} has no split {split!r}; splits: {sorted(data)}")
+        data = data[split]
+    for col in columns:
+        if col not in data.column_names:
+            raise ValueError(f"dataset {data_dir!r} split {split!r} lacks column {col!r}")
+    return data
+
+
 @torch.no_grad()
+def predict_poses(policy: Any, data: Dataset, n: int, batch_size: int = 16, max_new_tokens: int = 32,
+                  body_model_dir: str | None = None) -> Predictions:  # fmt: skip
+    """Greedy rollouts of ``policy`` on the first ``n`` rows of ``data``."""
+    joints_of = pose_to_joints(body_model_dir)
+    valid, texts, pose, pred, gt = [], [], [], [], []
+    for lo in range(0, n, batch_size):
+        rows = data.select(range(lo, min(lo + batch_size, n)))
+        images = rows["images"] if "images" in rows.column_names else None
+        out = policy.rollout(rows["prompt"], images, greedy=True, max_new_tokens=max_new_tokens)
+        valid.append(out.pose_valid.cpu())
+        texts += out.completion_texts
+        pose.append(out.pose.float().cpu())
+        pred.append(joints_of(out.pose.float().cpu()))
+        gt.append(torch.tensor(rows["gt_joints"], dtype=torch.float32))
+    return Predictions(torch.cat(pose), torch.cat(valid), torch.cat(pred), torch.cat(gt), texts)
+
+
+def pose_metrics(pred: Predictions) -> dict[str, Any]:
+    """valid rate, format accuracy, MPJPE and PA-MPJPE (mm, over valid samples) of ``pred``."""
+    n = len(pred.texts)
+    result: dict[str, Any] = {"num_samples": n, "valid_rate": float(pred.valid.float().mean()),
+                              "format_accuracy": sum(format_ok(t) for t in pred.texts) / max(n, 1)}  # fmt: skip
+    v = pred.valid
+    if v.any():
+        p, g = pred.joints.double()[v], pred.gt_joints.double()[v]
+        result["mpjpe_mm"] = float(mpjpe(p, g).mean()) * 1000
+        result["pa_mpjpe_mm"] = float(pa_mpjpe(p, g).mean()) * 1000
+    else:
+        result["mpjpe_mm"] = result["pa_mpjpe_mm"] = float("nan")
+    return result
+
+
 def evaluate_pose_policy(
     model_dir: str,
     data_dir: str,
@@ -33,32 +92,6 @@ def evaluate_pose_policy(
     from posrft.policy.model import PosePolicy
 
     policy = PosePolicy.from_pretrained(model_dir).eval()
-    data = load_from_disk(str(data_dir))
-    if isinstance(data, DatasetDict):
-        if split not in data:
-            raise KeyError(f"dataset {data_dir!r} has no split {split!r}; splits: {sorted(data)}")
-        data = data[split]
-    for col in ("prompt", "gt_joints"):
-        if col not in data.column_names:
-            raise ValueError(f"dataset {data_dir!r} split {split!r} lacks column {col!r}")
+    data = load_eval_split(data_dir, split)
     n = len(data) if num_samples is None else min(num_samples, len(data))
-    joints_of = pose_to_joints(body_model_dir)
-    valid_all, fmt_all, pred, gt = [], [], [], []
-    for lo in range(0, n, batch_size):
-        rows = data.select(range(lo, min(lo + batch_size, n)))
-        images = rows["images"] if "images" in rows.column_names else None
-        out = policy.rollout(rows["prompt"], images, greedy=True, max_new_tokens=max_new_tokens)
-        valid_all.append(out.pose_valid.cpu())
-        fmt_all += [format_ok(t) for t in out.completion_texts]
-        pred.append(joints_of(out.pose.float().cpu()))
-        gt.append(torch.tensor(rows["gt_joints"], dtype=torch.float32))
-    valid = torch.cat(valid_all)
-    pred_j, gt_j = torch.cat(pred).double(), torch.cat(gt).double()
-    result: dict[str, Any] = {"num_samples": n, "valid_rate": float(valid.float().mean()),
-                              "format_accuracy": sum(fmt_all) / max(n, 1)}  # fmt: skip
-    if valid.any():
-        result["mpjpe_mm"] = float(mpjpe(pred_j[valid], gt_j[valid]).mean()) * 1000
-        result["pa_mpjpe_mm"] = float(pa_mpjpe(pred_j[valid], gt_j[valid]).mean()) * 1000
-    else:
-        result["mpjpe_mm"] = result["pa_mpjpe_mm"] = float("nan")
-    return result
+    return pose_metrics(predict_poses(policy, data, n, batch_size, max_new_tokens, body_model_dir))

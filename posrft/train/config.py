@@ -152,7 +152,7 @@ class HyGRPOConfig(BaseTrainConfig):
         "Ratio per pose dimension (clipped like tokens) or one joint ratio."))  # fmt: skip
     pose_beta: Optional[float] = field(default=None, **_help("KL coefficient on the pose (closed form; default beta)."))
     pose_coef: float = field(default=1.0, **_help("Weight of the pose term."))
-    discrete_only: bool = field(default=False, **_help("Turn the pose term off (text-only GRPO ablation)."))
+    discrete_only: bool = field(default=False, **_help("Turn the pose term off (text-only GRPO ablation): rewards score the head's mean μ and only text tokens are updated."))
     log_std_min: Optional[float] = field(default=None, **_help("Override the head's lower log-σ clamp."))
     log_std_max: Optional[float] = field(default=None, **_help("Override the head's upper log-σ clamp."))
     # ---- rollout workers

@@ -61,7 +61,10 @@ def score_rollouts(
     rep_prompts = [p for p in prompts for _ in range(g)]
     completions = as_completions(prompts, batch.completion_texts, g)
     ids = [row[m.bool()].tolist() for row, m in zip(batch.completion_ids, batch.completion_mask)]
-    poses = [batch.pose[i] if batch.pose_valid[i] else None for i in range(n)]
+    # Discrete-only GRPO treats the head as deterministic (the pose is a function of the text):
+    # rewards score μ, so the only thing the sampled group varies, and is credited for, is text.
+    pose = batch.pose_mean if cfg.discrete_only else batch.pose
+    poses = [pose[i] if batch.pose_valid[i] else None for i in range(n)]
 
     t0 = time.perf_counter()
     scored = rewards(prompts=rep_prompts, completions=completions, completion_ids=ids, poses=poses,

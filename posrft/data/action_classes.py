@@ -1,0 +1,488 @@
+"""Catalogue of the procedural action classes: names, descriptions, zero-shot splits, motions.
+
+Every class is an :class:`ActionClass` (``name``, one-sentence ``description``) in the fixed
+order of :data:`ACTION_CLASSES`; a class's label id is its index there. Names and descriptions
+are *compositional*: built from one small vocabulary of body parts (left / right / both, hand,
+arm, leg, foot, knees, head, torso, hips) and motions (raise, lower, swing, bend, rotate, move up
+and down), so the words of a class held out for zero-shot recognition also occur in the classes
+that are seen (``wave left hand`` <- ``wave right hand`` + ``kick left leg``).
+
+Zero-shot splits (:func:`zero_shot_split`): the presets ``"16/4"`` and ``"12/8"`` give exactly
+that many seen / unseen classes (so they use 20 of the classes; the others take no part in
+that protocol), chosen so that every word of an unseen class's name and description occurs in
+some seen class (:func:`uncovered_words` is empty). ``"random:K:SEED"`` holds out ``K`` random
+classes (all others are seen) under the same word-coverage rule.
+
+Motions (:data:`MOTIONS`): per class a script ``f(timing) -> Motion`` giving, per frame, offsets
+of the 24 SMPL joints' anatomical coordinates (degrees, :mod:`posrft.data.limits` convention,
+key-pose notation of :mod:`posrft.data.keyposes`: side values in the LEFT side's sense,
+mirrored for the right) from the standing base pose :data:`BASE_SPEC`, plus a turn about the
+vertical (yaw, degrees) and a flight height above the ground (metres for a body of scale 1).
+:mod:`posrft.data.actions` turns them into joints by forward kinematics.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Sequence
+
+import numpy as np
+
+from posrft.data.keyposes import ARMS_DOWN, LEGS_STAND, spec_to_coords
+
+
+@dataclass(frozen=True)
+class ActionClass:
+    """One action class: ``name`` (the label text) and a one-sentence ``description``."""
+
+    name: str
+    description: str
+
+
+def _pair(template: str, text: str) -> tuple[ActionClass, ActionClass]:
+    """The left and right version of a one-sided class (``{s}`` = side, ``{o}`` = other side)."""
+    return tuple(
+        ActionClass(template.format(s=s, o=o), text.format(s=s, o=o))
+        for s, o in (("left", "right"), ("right", "left"))
+    )  # type: ignore[return-value]
+
+
+ACTION_CLASSES: tuple[ActionClass, ...] = (
+    *_pair("wave {s} hand", "raise the {s} arm and swing the {s} hand from side to side"),
+    ActionClass("clap hands", "bring both hands together in front of the body again and again"),
+    ActionClass("squat", "bend both knees to lower the hips as if to sit then stand up again"),
+    ActionClass("jump up", "start with both knees bent then push off so both feet leave the "
+                "ground and land again"),  # fmt: skip
+    *_pair("kick {s} leg", "swing the {s} leg forward and up then lower the {s} leg"),
+    *_pair("punch {s} hand", "move the {s} hand forward fast with a straight {s} arm again "
+           "and again"),  # fmt: skip
+    ActionClass("bow", "bend the torso forward from the hips then raise the torso up again"),
+    ActionClass("raise both arms", "raise both arms up over the head then lower both arms"),
+    ActionClass("turn around", "rotate the whole body to the left until the body faces back"),
+    ActionClass("walk in place", "raise the left knee and the right knee in turn while both "
+                "arms swing"),  # fmt: skip
+    ActionClass("sit down", "bend both knees and lower the hips as if to sit then stay low"),
+    ActionClass("stand up", "start low with both knees bent then raise the hips up and stand "
+                "straight"),  # fmt: skip
+    *_pair("raise {s} arm", "raise the {s} arm up over the head then lower the {s} arm"),
+    ActionClass("touch toes", "bend the torso forward and down so both hands move to the feet"),
+    ActionClass("arm circles", "hold both arms out to the side and rotate both arms in "
+                "circles"),  # fmt: skip
+    *_pair("bend torso {s}", "bend the torso to the {s} side with the {o} arm over the head "
+           "then raise the torso up again"),  # fmt: skip
+    *_pair("lunge {s} leg", "step the {s} leg forward and bend both knees to lower the hips"),
+    *_pair("hop on {s} foot", "raise the {o} foot and move the body up and down on the {s} "
+           "foot"),  # fmt: skip
+    ActionClass("nod head", "bend the head forward and down then raise the head up again and "
+                "again"),  # fmt: skip
+    ActionClass("twist torso", "rotate the torso to the left and to the right while the hips "
+                "stay still"),  # fmt: skip
+)
+
+ACTION_INDEX: dict[str, int] = {c.name: i for i, c in enumerate(ACTION_CLASSES)}
+DESCRIPTIONS: dict[str, str] = {c.name: c.description for c in ACTION_CLASSES}
+
+
+def action_names() -> list[str]:
+    """Class names in label-id order."""
+    return [c.name for c in ACTION_CLASSES]
+
+
+def check_class_list(names: Sequence[str]) -> list[str]:
+    """``names`` as a list after checking it is non-empty, without duplicates and all known.
+
+    Raises ``ValueError`` naming every duplicate and every unknown name (with close matches).
+    """
+    if isinstance(names, str):
+        raise ValueError(
+            f"class list: expected a sequence of class names, got the string {names!r}"
+        )
+    names = list(names)
+    if not names:
+        raise ValueError("class list is empty: expected at least one action class name")
+    problems = []
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append(f"duplicate class names {dupes}")
+    for n in names:
+        if n not in ACTION_INDEX:
+            close = difflib.get_close_matches(str(n), list(ACTION_INDEX), n=2)
+            hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+            problems.append(f"unknown class name {n!r}{hint}")
+    if problems:
+        raise ValueError(
+            "class list: " + "; ".join(problems) + f". Known classes: {', '.join(ACTION_INDEX)}"
+        )
+    return names
+
+
+# ------------------------------------------------------------------------------ zero-shot splits
+
+
+def class_words(name: str) -> set[str]:
+    """Lower-case words of a class's name and description."""
+    text = f"{name} {DESCRIPTIONS[name]}".lower()
+    return set(re.findall(r"[a-z]+", text))
+
+
+def uncovered_words(seen: Sequence[str], unseen: Sequence[str]) -> dict[str, list[str]]:
+    """Per unseen class, the words of its name/description that no seen class uses (sorted)."""
+    vocab = set().union(*(class_words(n) for n in check_class_list(seen)))
+    out = {}
+    for n in check_class_list(unseen):
+        missing = sorted(class_words(n) - vocab)
+        if missing:
+            out[n] = missing
+    return out
+
+
+_UNSEEN_4 = ("wave left hand", "kick right leg", "raise right arm", "lunge right leg")
+_SEEN_16 = (
+    "wave right hand", "kick left leg", "raise left arm", "lunge left leg", "clap hands",
+    "squat", "jump up", "punch right hand", "bow", "raise both arms", "turn around",
+    "walk in place", "sit down", "touch toes", "bend torso left", "hop on left foot",
+)  # fmt: skip
+_UNSEEN_8 = (
+    "wave left hand", "kick right leg", "raise right arm", "lunge right leg",
+    "punch left hand", "bend torso right", "hop on right foot", "stand up",
+)  # fmt: skip
+_SEEN_12 = (
+    "wave right hand", "kick left leg", "raise left arm", "lunge left leg",
+    "punch right hand", "bend torso left", "hop on left foot", "squat", "sit down",
+    "raise both arms", "bow", "jump up",
+)  # fmt: skip
+ZERO_SHOT_SPLITS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "16/4": (_SEEN_16, _UNSEEN_4),
+    "12/8": (_SEEN_12, _UNSEEN_8),
+}
+
+
+def zero_shot_split(name: str = "16/4") -> tuple[list[str], list[str]]:
+    """``(seen, unseen)`` class names of a preset (``"16/4"``, ``"12/8"``) or ``"random:K:SEED"``.
+
+    Random splits hold out ``K`` classes drawn with ``numpy.random.default_rng(SEED)`` (the
+    first draw, out of at most 10,000, whose unseen words are all covered); every other class
+    is seen. Both lists are in label-id order.
+    """
+    order = ACTION_INDEX.__getitem__
+    if name in ZERO_SHOT_SPLITS:
+        seen, unseen = ZERO_SHOT_SPLITS[name]
+        return sorted(seen, key=order), sorted(unseen, key=order)
+    m = re.fullmatch(r"random:(\d+):(-?\d+)", str(name))
+    if m is None:
+        raise ValueError(
+            f"zero-shot split {name!r}: expected one of {list(ZERO_SHOT_SPLITS)} or "
+            "'random:K:SEED' (e.g. 'random:5:0')"
+        )
+    k, seed = int(m.group(1)), int(m.group(2))
+    n = len(ACTION_CLASSES)
+    if not 1 <= k < n:
+        raise ValueError(f"zero-shot split {name!r}: K must be in [1, {n - 1}], got {k}")
+    rng = np.random.default_rng(seed)
+    names = action_names()
+    for _ in range(10_000):
+        held = set(rng.choice(n, size=k, replace=False).tolist())
+        unseen = [names[i] for i in sorted(held)]
+        seen = [names[i] for i in range(n) if i not in held]
+        if not uncovered_words(seen, unseen):
+            return seen, unseen
+    raise ValueError(
+        f"zero-shot split {name!r}: found no {k} unseen classes whose words all occur in the "
+        "seen classes; use a smaller K"
+    )
+
+
+# ------------------------------------------------------------------------------------- motions
+
+#: The standing pose every clip starts from (arms hanging, legs straight).
+BASE_SPEC: dict[str, tuple[float, float, float]] = {**LEGS_STAND, **ARMS_DOWN}
+BASE_COORDS: np.ndarray = spec_to_coords(BASE_SPEC)  # (24, 3) degrees
+
+
+@dataclass(frozen=True)
+class Motion:
+    """One clip's script output. ``coords`` (T, 24, 3) degrees added to the base pose;
+    ``yaw`` (T,) degrees turned to the body's left; ``lift`` (T,) metres of flight."""
+
+    coords: np.ndarray
+    yaw: np.ndarray
+    lift: np.ndarray
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Normalised clip time ``tau`` (T,) in [0, 1] and one performer's tempo and range.
+
+    ``speed`` scales how fast a motion runs, ``phase`` in [0, 1) shifts it (cycle offset of a
+    periodic motion; start delay of a one-off), ``amp`` scales the motion's range.
+    """
+
+    tau: np.ndarray
+    speed: float
+    phase: float
+    amp: float
+
+    def once(self, dur: float = 0.8) -> np.ndarray:
+        """Progress 0 -> 1 of a one-off motion lasting ``dur / speed`` of the clip (capped at
+        the whole clip), starting after a delay ``phase * (1 - duration)``."""
+        d = min(1.0, dur / self.speed)
+        return np.clip((self.tau - self.phase * (1.0 - d)) / d, 0.0, 1.0)
+
+    def angle(self, cycles: float) -> np.ndarray:
+        """Phase angle (radians) of a periodic motion with ``cycles * speed`` cycles per clip."""
+        return 2.0 * np.pi * (cycles * self.speed * self.tau + self.phase)
+
+
+def ramp(p: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Smoothstep from 0 (``p <= a``) to 1 (``p >= b``)."""
+    x = np.clip((p - a) / (b - a), 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def hold(p: np.ndarray, up: float = 0.3, down: float = 0.7) -> np.ndarray:
+    """0 -> 1 over ``[0, up]``, 1 until ``down``, back to 0 at ``p = 1``."""
+    return ramp(p, 0.0, up) * (1.0 - ramp(p, down, 1.0))
+
+
+def window(p: np.ndarray, a: float, b: float) -> np.ndarray:
+    """``sin^2`` bump that is non-zero only for ``a < p < b`` (peak 1 at the middle)."""
+    x = np.clip((p - a) / (b - a), 0.0, 1.0)
+    return np.sin(np.pi * x) ** 2
+
+
+def _freeze(spec: dict) -> tuple:
+    return tuple(sorted((k, tuple(float(x) for x in v)) for k, v in spec.items()))
+
+
+@lru_cache(maxsize=None)
+def _to_cached(frozen: tuple) -> np.ndarray:
+    return spec_to_coords({**BASE_SPEC, **dict(frozen)}) - BASE_COORDS
+
+
+def to(**spec) -> np.ndarray:
+    """Offset (24, 3) degrees from the base pose to the base pose overridden by ``spec``."""
+    return _to_cached(_freeze(spec))
+
+
+def by(**spec) -> np.ndarray:
+    """Offset (24, 3) degrees that adds ``spec``'s values (key-pose notation) to the pose."""
+    return spec_to_coords(spec)
+
+
+def side(s: str, **joints) -> dict:
+    """One-sided key-pose entries, ``side("l", hip=...) == {"l_hip": ...}``."""
+    return {f"{s}_{k}": v for k, v in joints.items()}
+
+
+def _motion(t: Timing, terms, yaw=None, lift=None) -> Motion:
+    """``sum_k weight_k[:, None, None] * offset_k`` over ``terms = [(offset, weight), ...]``."""
+    n = len(t.tau)
+    coords = np.zeros((n, 24, 3))
+    for offset, weight in terms:
+        coords += np.broadcast_to(weight, (n,))[:, None, None] * offset
+    zero = np.zeros(n)
+    return Motion(coords, zero if yaw is None else yaw, zero if lift is None else lift)
+
+
+def _other(s: str) -> str:
+    return "r" if s == "l" else "l"
+
+
+def _mid(s: str, x: float, y: float, z: float) -> tuple[float, float, float]:
+    """A midline value written for the left version, mirrored ``(x, -y, -z)`` for the right."""
+    return (x, y, z) if s == "l" else (x, -y, -z)
+
+
+ARM_UP = dict(collar=(0, 0, 25), shoulder=(0, -5, 78), elbow=(0, -8, 0))
+
+
+def _wave(s: str):
+    def script(t: Timing) -> Motion:
+        up = hold(t.once(0.9), 0.2, 0.85)
+        arm = to(**side(s, collar=(0, 0, 10), shoulder=(-85, -10, 8), elbow=(0, -95, 0)))
+        swing = by(**side(s, elbow=(0, 30, 0), shoulder=(0, 0, 8)))
+        return _motion(t, [(arm, up), (swing, up * t.amp * np.sin(t.angle(3.0)))])
+
+    return script
+
+
+def _clap(t: Timing) -> Motion:
+    held = hold(t.once(0.9), 0.15, 0.85)
+    # the wrists cross slightly when closed, so posture jitter never keeps the hands apart
+    arms = to(collar=(0, -5, 0), shoulder=(-11, -56, -75), elbow=(0, -88, -8))
+    opening = by(shoulder=(0, 28, 20), elbow=(0, 25, 0))
+    # the hands rest together for a moment at every clap (the opening is 0 over part of a cycle)
+    opened = ramp(0.5 + 0.5 * np.cos(t.angle(4.0)), 0.15, 1.0)
+    return _motion(t, [(arms, held), (opening, held * t.amp * opened)])
+
+
+SQUAT = dict(root=(28, 0, 0), hip=(-100, 10, 12), knee=(90, 0, 0), ankle=(-22, 0, 0),
+             spine=(8, 0, 0), shoulder=(0, -85, -5), elbow=(0, -5, 0))  # fmt: skip
+
+
+def _squat(t: Timing) -> Motion:
+    return _motion(t, [(to(**SQUAT), t.amp * (0.5 - 0.5 * np.cos(t.angle(2.0))))])
+
+
+def _jump(t: Timing) -> Motion:
+    p = t.once(0.85)
+    crouch = to(root=(20, 0, 0), hip=(-65, 5, 5), knee=(70, 0, 0), ankle=(-18, 0, 0),
+                spine=(20, 0, 0), shoulder=(0, 45, -70))  # fmt: skip
+    flight = to(ankle=(30, 0, 0), collar=(0, 0, 20), shoulder=(0, -15, 60), elbow=(0, -5, 0))
+    w_crouch = window(p, 0.0, 0.42) + window(p, 0.58, 1.0)
+    s = np.clip((p - 0.38) / 0.24, 0.0, 1.0)
+    lift = 4.0 * s * (1.0 - s) * 0.25 * t.amp
+    return _motion(t, [(crouch, w_crouch), (flight, window(p, 0.33, 0.67))], lift=lift)
+
+
+def _kick(s: str):
+    def script(t: Timing) -> Motion:
+        p = t.once(0.7)
+        chamber = to(**side(s, hip=(-55, 0, 0), knee=(85, 0, 0)))
+        extend = by(**side(s, hip=(-30, 0, 0), knee=(-80, 0, 0), ankle=(25, 0, 0)),
+                    spine=(-8, 0, 0))  # fmt: skip
+        return _motion(t, [(chamber, ramp(p, 0.1, 0.35) * (1 - ramp(p, 0.65, 0.9))),
+                           (extend, t.amp * window(p, 0.3, 0.7))])  # fmt: skip
+
+    return script
+
+
+GUARD = dict(shoulder=(0, -55, -55), elbow=(0, -120, 0))
+
+
+def _punch(s: str):
+    def script(t: Timing) -> Motion:
+        p = t.once(0.95)
+        held = hold(p, 0.15, 0.9)
+        strike = to(**GUARD, **side(s, shoulder=(0, -85, -5), elbow=(0, -5, 0))) - to(**GUARD)
+        # two punches while the guard is up (0.2 < p < 0.8)
+        pulse = np.maximum(0.0, np.sin(4.0 * np.pi * np.clip((p - 0.2) / 0.6, 0, 1))) ** 2
+        return _motion(t, [(to(**GUARD), held), (strike, held * pulse)])
+
+    return script
+
+
+def _bow(t: Timing) -> Motion:
+    pose = to(root=(40, 0, 0), hip=(-40, 6, 3), spine=(30, 0, 0), neck=(10, 0, 0),
+              shoulder=(0, -40, -72))  # fmt: skip
+    return _motion(t, [(pose, t.amp * hold(t.once(0.8), 0.35, 0.65))])
+
+
+def _raise_arms(s: str | None):
+    def script(t: Timing) -> Motion:
+        arm = to(**ARM_UP) if s is None else to(**{f"{s}_{k}": v for k, v in ARM_UP.items()})
+        return _motion(t, [(arm, hold(t.once(0.8), 0.35, 0.65))])
+
+    return script
+
+
+def _turn(t: Timing) -> Motion:
+    p = t.once(0.8)
+    steps = np.sin(t.angle(3.0)) * window(p, 0.0, 1.0) * t.amp
+    lift_l = to(**side("l", hip=(-25, 0, 0), knee=(40, 0, 0)))
+    lift_r = to(**side("r", hip=(-25, 0, 0), knee=(40, 0, 0)))
+    terms = [(lift_l, np.maximum(steps, 0.0)), (lift_r, np.maximum(-steps, 0.0))]
+    return _motion(t, terms, yaw=180.0 * ramp(p, 0.0, 1.0))
+
+
+def _walk(t: Timing) -> Motion:
+    a = t.angle(2.0)
+    leg = dict(hip=(-60, 0, 0), knee=(90, 0, 0), ankle=(10, 0, 0))
+    arms = by(l_shoulder=(0, 30, 0), r_shoulder=(0, -30, 0))
+    bob = by(hip=(-6, 0, 0), knee=(12, 0, 0), ankle=(-6, 0, 0))
+    return _motion(t, [(to(**side("l", **leg)), t.amp * np.maximum(np.sin(a), 0.0)),
+                       (to(**side("r", **leg)), t.amp * np.maximum(-np.sin(a), 0.0)),
+                       (arms, t.amp * np.sin(a)), (bob, np.cos(a) ** 2)])  # fmt: skip
+
+
+SIT = dict(root=(15, 0, 0), hip=(-95, 6, 6), knee=(88, 0, 0), ankle=(-5, 0, 0),
+           spine=(8, 0, 0), shoulder=(0, -45, -60), elbow=(0, -40, 0))  # fmt: skip
+
+
+def _sit(t: Timing) -> Motion:
+    return _motion(t, [(to(**SIT), ramp(t.once(0.8), 0.1, 0.75))])
+
+
+def _stand(t: Timing) -> Motion:
+    return _motion(t, [(to(**SIT), 1.0 - ramp(t.once(0.8), 0.25, 0.9))])
+
+
+def _toes(t: Timing) -> Motion:
+    # Torso pitched 150 deg (root 80 + spine 70) with bent knees; the arms hang straight down:
+    # a 90 deg swing of the arm from the T-pose about (0, -sin 150, -cos 150).
+    pose = to(root=(80, 0, 0), hip=(-97, 4, 3), knee=(15, 0, 0), ankle=(-7, 0, 0),
+              spine=(70, 0, 0), neck=(10, 0, 0), shoulder=(0, -45, 78),
+              elbow=(0, -5, 0))  # fmt: skip
+    return _motion(t, [(pose, hold(t.once(0.8), 0.35, 0.65))])
+
+
+def _circles(t: Timing) -> Motion:
+    held = hold(t.once(0.95), 0.15, 0.9)
+    a = t.angle(3.0)
+    r = 28.0 * t.amp * held
+    out = to(collar=(0, 0, 0), shoulder=(0, -3, 0), elbow=(0, -3, 0))
+    return _motion(t, [(out, held), (by(shoulder=(0, 0, 1)), r * np.sin(a)),
+                       (by(shoulder=(0, 1, 0)), r * np.cos(a))])  # fmt: skip
+
+
+def _bend_side(s: str):
+    def script(t: Timing) -> Motion:
+        pose = to(spine=_mid(s, 0, 0, -42), neck=_mid(s, 0, 0, -10),
+                  **side(_other(s), collar=(0, 0, 25), shoulder=(0, -5, 82), elbow=(0, -15, 0)),
+                  **side(s, shoulder=(0, -5, -55)))  # fmt: skip
+        return _motion(t, [(pose, t.amp * hold(t.once(0.8), 0.35, 0.65))])
+
+    return script
+
+
+def _lunge(s: str):
+    def script(t: Timing) -> Motion:
+        pose = to(**side(s, hip=(-82, 5, 3), knee=(88, 0, 0), ankle=(-12, 0, 0)),
+                  **side(_other(s), hip=(12, 3, 3), knee=(70, 0, 0), ankle=(30, 0, 0),
+                         foot=(-50, 0, 0)))  # fmt: skip
+        return _motion(t, [(pose, t.amp * hold(t.once(0.8), 0.3, 0.7))])
+
+    return script
+
+
+def _hop(s: str):
+    def script(t: Timing) -> Motion:
+        p = t.once(0.95)
+        held = hold(p, 0.12, 0.9)  # the other foot is up ...
+        hopping = ramp(p, 0.12, 0.2) * (1.0 - ramp(p, 0.82, 0.9))  # ... before the hops start
+        a = t.angle(3.0)
+        raised = to(**side(_other(s), hip=(-35, 0, 0), knee=(95, 0, 0), ankle=(15, 0, 0)))
+        land = by(**side(s, hip=(-15, 0, 0), knee=(30, 0, 0), ankle=(-15, 0, 0)))
+        lift = 0.09 * t.amp * hopping * np.maximum(np.sin(a), 0.0)
+        bend = t.amp * hopping * np.maximum(-np.sin(a), 0.0)
+        return _motion(t, [(raised, held), (land, bend)], lift=lift)
+
+    return script
+
+
+def _nod(t: Timing) -> Motion:
+    bend = by(neck=(35, 0, 0), head=(25, 0, 0))
+    return _motion(t, [(bend, t.amp * (0.5 - 0.5 * np.cos(t.angle(2.5))))])
+
+
+def _twist(t: Timing) -> Motion:
+    arms = to(shoulder=(0, -30, -60), elbow=(0, -90, 0))
+    return _motion(t, [(arms, 1.0), (by(spine=(0, 40, 0)), t.amp * np.sin(t.angle(2.0)))])
+
+
+MOTIONS: dict[str, Callable[[Timing], Motion]] = {
+    "wave left hand": _wave("l"), "wave right hand": _wave("r"), "clap hands": _clap,
+    "squat": _squat, "jump up": _jump, "kick left leg": _kick("l"),
+    "kick right leg": _kick("r"), "punch left hand": _punch("l"),
+    "punch right hand": _punch("r"), "bow": _bow, "raise both arms": _raise_arms(None),
+    "turn around": _turn, "walk in place": _walk, "sit down": _sit, "stand up": _stand,
+    "raise left arm": _raise_arms("l"), "raise right arm": _raise_arms("r"),
+    "touch toes": _toes, "arm circles": _circles, "bend torso left": _bend_side("l"),
+    "bend torso right": _bend_side("r"), "lunge left leg": _lunge("l"),
+    "lunge right leg": _lunge("r"), "hop on left foot": _hop("l"),
+    "hop on right foot": _hop("r"), "nod head": _nod, "twist torso": _twist,
+}  # fmt: skip
+assert list(MOTIONS) == sorted(MOTIONS, key=ACTION_INDEX.__getitem__), "MOTIONS out of order"

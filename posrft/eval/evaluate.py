@@ -1,0 +1,157 @@
+"""``posrft eval``: every metric of one pose policy on one split, as JSON and a markdown table.
+
+Pose: MPJPE and PA-MPJPE in mm (pelvis-aligned; Procrustes via roma), valid-``<POSE>`` rate,
+answer-format accuracy (:mod:`posrft.eval.pose_eval`).
+
+Retrieval (text→pose tasks with a ``caption`` column, given an *evaluation* retrieval model —
+never the one the semantic reward used, DESIGN §1): the policy's pose for caption ``i`` is the
+gallery item of caption ``i``; recalls R@k (k = 5, 10, 20) text→pose and pose→text over the full
+split and over random pools of 32 (:func:`posrft.eval.metrics.retrieval_recalls`), and
+
+    mRecall = mean of the six full-split recalls (t2p, p2t × R@5, R@10, R@20)   (PoseScript)
+
+A sample without a valid ``<POSE>`` keeps its place in the gallery with the rest pose (it is a
+miss, not dropped). ``reference`` holds the same recalls for the ground-truth poses: the
+evaluator's own ceiling on this split.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from posrft.body.rotations import identity_pose6d
+from posrft.eval.pose_eval import Predictions, load_eval_split, pose_metrics, predict_poses
+from posrft.files import atomic_write_json, atomic_write_text
+
+TASKS = ("text2pose", "image2pose")
+RETRIEVAL_KS = (5, 10, 20)
+POOL = 32
+
+
+def retrieval_metrics(retrieval: Any, captions: Sequence[str], pose6d: torch.Tensor,
+                      ks: Sequence[int] = RETRIEVAL_KS, pool: int = POOL, seed: int = 0) -> dict[str, float]:  # fmt: skip
+    """Recalls of ``retrieval`` (a :class:`~posrft.eval.retrieval.RetrievalModel`) on paired
+    captions / poses ``(N, D)``, with the PoseScript mRecall under ``mrecall``."""
+    if len(captions) != pose6d.shape[0]:
+        raise ValueError(f"{len(captions)} captions but {pose6d.shape[0]} poses")
+    r = retrieval.evaluate(list(captions), pose6d.float(), ks=ks, pool=pool, seed=seed)
+    out = {k.replace("_R@", "_r@").lower(): v for k, v in r.items() if k.startswith(("t2p", "p2t"))}
+    out["mrecall"] = r["mRecall_full"]
+    if any("pool" in k for k in r):
+        out[f"mrecall_pool{pool}"] = sum(v for k, v in r.items() if "pool" in k) / sum("pool" in k for k in r)
+    return out
+
+
+def _gallery(pred: Predictions) -> torch.Tensor:
+    """Predicted poses with the rest pose where the answer had no valid ``<POSE>``."""
+    rest = identity_pose6d(pred.pose6d.shape[1] // 6, pred.pose6d.shape[0]).to(pred.pose6d)
+    return torch.where(pred.valid[:, None], pred.pose6d, rest)
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    data_dir: str | Path,
+    task: str,
+    *,
+    split: str = "test",
+    num_samples: int | None = None,
+    retrieval_model: str | Path | Any | None = None,
+    batch_size: int = 16,
+    max_new_tokens: int = 32,
+    body_model_dir: str | None = None,
+    seed: int = 0,
+    policy: Any = None,
+) -> dict[str, Any]:
+    """All metrics of ``model_dir`` (or an already loaded ``policy``) on ``data_dir[split]``.
+
+    ``retrieval_model``: a folder written by ``posrft retrieval train`` or a loaded model; the
+    retrieval block is skipped (``"retrieval": null``) without one.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    start = time.perf_counter()
+    columns = ("prompt", "gt_joints") + (("images",) if task == "image2pose" else ())
+    data = load_eval_split(str(data_dir), split, columns)
+    n = len(data) if num_samples is None else min(num_samples, len(data))
+    if policy is None:
+        from posrft.policy.model import PosePolicy
+
+        policy = PosePolicy.from_pretrained(model_dir).eval()
+    pred = predict_poses(policy, data, n, batch_size, max_new_tokens, body_model_dir)
+    result: dict[str, Any] = {"model": str(model_dir), "data": str(data_dir), "task": task, "split": split,
+                              **pose_metrics(pred), "retrieval": None, "reference": None}  # fmt: skip
+    if retrieval_model is not None and "caption" in data.column_names:
+        from posrft.eval.retrieval import RetrievalModel
+
+        retrieval = retrieval_model
+        if isinstance(retrieval_model, (str, Path)):
+            retrieval = RetrievalModel.from_pretrained(retrieval_model)
+        captions = data.select(range(n))["caption"]
+        result["retrieval"] = retrieval_metrics(retrieval, captions, _gallery(pred), seed=seed)
+        gt = torch.tensor(data.select(range(n))["gt_pose_6d"], dtype=torch.float32)
+        result["reference"] = retrieval_metrics(retrieval, captions, gt, seed=seed)
+        result["retrieval_model"] = str(retrieval_model) if isinstance(retrieval_model, (str, Path)) else None
+    result["wall_s"] = time.perf_counter() - start
+    return result
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{100 * v:.1f}" if pct else f"{v:.1f}"
+
+
+def results_markdown(result: dict[str, Any]) -> str:
+    """A two-column markdown table of one :func:`evaluate_model` result."""
+    rows = [("MPJPE (mm)", _fmt(result["mpjpe_mm"])), ("PA-MPJPE (mm)", _fmt(result["pa_mpjpe_mm"])),
+            ("valid `<POSE>` (%)", _fmt(result["valid_rate"], True)),
+            ("format accuracy (%)", _fmt(result["format_accuracy"], True))]  # fmt: skip
+    ret, ref = result.get("retrieval") or {}, result.get("reference") or {}
+    for key in ret:
+        label = key.replace("_", " ").replace("t2p", "text→pose").replace("p2t", "pose→text")
+        rows.append((f"{label} (%)", _fmt(ret[key], True) + (f" (GT poses: {_fmt(ref[key], True)})" if key in ref else "")))
+    head = f"**{result['model']}** on `{result['data']}` [{result['split']}], {result['num_samples']} samples, task {result['task']}\n\n"
+    return head + "| metric | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows) + "\n"
+
+
+def write_results(result: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
+    """``out`` (JSON) and the same name with ``.md``, both written atomically."""
+    out = Path(out)
+    md = out.with_suffix(".md")
+    return atomic_write_json(out, result), atomic_write_text(md, results_markdown(result))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``posrft eval --model DIR --data DIR --task text2pose|image2pose [--out results.json]``."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="posrft eval", description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help="policy folder (save_pretrained + pose_head)")
+    p.add_argument("--data", required=True, help="DatasetDict folder (posrft data synth)")
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--split", default="test")
+    p.add_argument("--num-samples", type=int, default=None, help="first N rows (default: all)")
+    p.add_argument("--retrieval-model", default=None, help="the EVALUATION retrieval model folder "
+                   "(posrft retrieval train ... --subset b); retrieval metrics are skipped without it")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--body-model-dir", default=None)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random retrieval pools")
+    p.add_argument("--out", default=None, help="results JSON path (a .md table is written beside it)")
+    a = p.parse_args(argv)
+    result = evaluate_model(a.model, a.data, a.task, split=a.split, num_samples=a.num_samples,
+                            retrieval_model=a.retrieval_model, batch_size=a.batch_size,
+                            max_new_tokens=a.max_new_tokens, body_model_dir=a.body_model_dir, seed=a.seed)  # fmt: skip
+    print(results_markdown(result))
+    if a.out:
+        paths = write_results(result, a.out)
+        print("written:", *map(str, paths))
+    else:
+        print(json.dumps(result, indent=2))
+    return 0
