@@ -7,7 +7,7 @@ inside the handlers so ``posrft --help`` stays instant.
     posrft model sample MODEL_DIR [--prompt TEXT ...] [--num-generations G]
     posrft train RECIPE.yaml [--field value ...]
     posrft render CLIP.npy --format ntu25 --out clip.png|clip.gif
-    posrft data synth --task text2pose|image2pose --n N --out DIR [--seed S]
+    posrft data synth --task text2pose|image2pose|actions --n N --out DIR [--seed S]
     posrft data show DIR [--n 8] --out grid.png
     posrft retrieval train --data DIR --out DIR --seed S [--subset a|b]
     posrft eval --model DIR --data DIR --task text2pose|image2pose [--retrieval-model DIR] [--out F.json]
@@ -61,10 +61,16 @@ def _train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- data
 def _data_synth(args: argparse.Namespace) -> None:
-    from posrft.data.synth import synth_dataset
+    if args.task == "actions":
+        from posrft.data.actions import build_action_dataset, save_action_dataset
 
-    extra = {"image_size": args.image_size} if args.task == "image2pose" else {}
-    dd = synth_dataset(args.task, n=args.n, out=args.out, seed=args.seed, **extra)
+        dd = build_action_dataset(args.n, formats=tuple(args.formats), num_frames=args.num_frames, seed=args.seed)
+        save_action_dataset(dd, args.out)
+    else:
+        from posrft.data.synth import synth_dataset
+
+        extra = {"image_size": args.image_size} if args.task == "image2pose" else {}
+        dd = synth_dataset(args.task, n=args.n, out=args.out, seed=args.seed, **extra)
     sizes = ", ".join(f"{k}={len(v)}" for k, v in dd.items())
     print(f"dataset written to {args.out} ({sizes}); load with datasets.load_from_disk")
 
@@ -141,11 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data_command", required=True
     )
     p = data.add_parser("synth", help="write a synthetic DatasetDict (train/val/test)")
-    p.add_argument("--task", choices=["text2pose", "image2pose"], required=True)
-    p.add_argument("--n", type=int, required=True, help="total number of samples")
+    p.add_argument("--task", choices=["text2pose", "image2pose", "actions"], required=True)
+    p.add_argument("--n", type=int, required=True, help="total number of samples (actions: subjects, "
+                   "each performing every class once)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=56, help="image2pose picture size (pixels)")
+    p.add_argument("--formats", nargs="+", default=["smpl24"], help="actions: skeleton formats (smpl24 ntu25 ...)")
+    p.add_argument("--num-frames", type=int, default=48, help="actions: frames per clip")
     p.set_defaults(handler=_data_synth)
 
     p = data.add_parser("show", help="draw a grid of dataset samples")

@@ -146,3 +146,38 @@ def test_hygrpo_with_lora_uses_the_disabled_adapter_as_reference(tmp_path, sft_m
     assert log[0]["kl/text"] == pytest.approx(0.0, abs=1e-6)  # policy == reference at step 1
     merged = PosePolicy.from_pretrained(out)
     assert not merged.is_lora
+
+
+@pytest.mark.parametrize("discrete_only", [False, True])
+def test_discrete_only_scores_the_head_mean(tiny_policy, nudge_logits, discrete_only):
+    """Text-only GRPO treats the head as deterministic: its rewards see μ, HyGRPO's the samples."""
+    from posrft.train.rollout_phase import score_rollouts
+    from rewards import RewardRunner
+
+    seen = []
+
+    def record(prompts, completions, poses=None, **kw):
+        seen.extend(poses)
+        return [0.0 if p is None else float(p.sum()) for p in poses]
+
+    nudge_logits(tiny_policy, {"<POSE>": 30.0})
+    cfg = HyGRPOConfig(num_generations=4, per_device_train_batch_size=8, discrete_only=discrete_only,
+                       rewards=[{"func": record, "target": "text" if discrete_only else "pose"}])  # fmt: skip
+    batch = tiny_policy.rollout(["a", "b"], num_generations=4, max_new_tokens=3, seed=0)
+    rows = [{"prompt": "a"}, {"prompt": "b"}]
+    score_rollouts(cfg, rows, batch, torch.zeros(8, dtype=torch.long), RewardRunner(cfg.rewards), {})
+    expected = batch.pose_mean if discrete_only else batch.pose
+    assert not torch.allclose(batch.pose, batch.pose_mean)
+    assert torch.equal(torch.stack(seen), expected)
+
+
+def test_overridden_sigma_range_survives_save_and_reload(tiny_model_dir, tmp_path):
+    from posrft.policy.model import PosePolicy
+    from posrft.train.common import build_policy
+
+    cfg = HyGRPOConfig(model_name_or_path=str(tiny_model_dir), log_std_max=-3.0, log_std_min=-6.0)
+    policy = build_policy(cfg)
+    assert policy.pose_head.log_std_max == -3.0
+    policy.save_pretrained(tmp_path / "p")
+    back = PosePolicy.from_pretrained(tmp_path / "p")
+    assert (back.pose_head.log_std_min, back.pose_head.log_std_max) == (-6.0, -3.0)

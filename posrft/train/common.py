@@ -32,6 +32,10 @@ def build_policy(cfg: BaseTrainConfig) -> PosePolicy:
     if hi is not None:
         policy.pose_head.log_std_max = float(hi)
         policy.config.log_std_max = float(hi)
+    c = policy.config
+    if not c.log_std_min < c.init_log_std < c.log_std_max:
+        # init_log_std only shapes a fresh head, but the saved config must still load
+        c.init_log_std = (c.log_std_min + c.log_std_max) / 2
     if cfg.use_peft:
         apply_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
     elif cfg.freeze_vision_tower:
