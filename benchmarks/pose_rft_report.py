@@ -165,7 +165,13 @@ def write_report(results: dict[str, dict[int, Any]], out: Path, *, settings: dic
                "mode": mode, "seeds": sorted({s for r in results.values() for s in r}), "wall_s": round(wall_s, 1),
                "timings_s": timings, "command": command}  # fmt: skip
     curves = plot_curves(results, out)
-    md = [f"# Pose-RFT results table ({mode})\n", f"Regenerate: `{command}` — wall time {wall_s / 60:.1f} min on this machine.\n",
+    stage_min = {t: sum(sum(v.values()) for v in by_seed.values()) / 60 for t, by_seed in timings.items()}
+    payload["stage_minutes"] = {t: round(v, 1) for t, v in stage_min.items()}
+    cost = ", ".join(f"{t} {v:.1f} min" for t, v in stage_min.items())
+    md = [f"# Pose-RFT results table ({mode})\n",
+          f"Regenerate: `{command}`. Compute per task (all stages, the two tasks run in parallel, one "
+          f"thread each): {cost}; this invocation's wall time {wall_s / 60:.1f} min (stages already in "
+          "the work folder are reused).\n",
           "Test split; mean over seeds " + ", ".join(map(str, payload["seeds"])) + ". "
           "Retrieval: the evaluation retrieval model (never the reward's).\n",
           "## image→pose\n", _table(variants, "image2pose", POSE_COLS, refs.get("image2pose", {})),

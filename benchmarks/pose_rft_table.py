@@ -12,6 +12,7 @@ for text→pose so TRL can load it, LLaVA for image→pose) and seed, it trains 
                                    token advantage, rewards score μ, no pose term        = (d)
     sft_gaussian+more_sft          (b) + as many SFT steps as the RL runs take (control)
     sft_gaussian+hygrpo[joint_ratio]  ablation: one ratio per pose instead of per dimension
+    sft_gaussian+hygrpo[sft_sigma] ablation: exploration σ as SFT left it (no clamp log σ ≤ -3)
     sft_gaussian+hygrpo[-R]        ablation: reward R dropped, for each reward in turn
     trl_grpo_text_only             outside check of (d): TRL's GRPOTrainer on the text→pose
                                    model's language model (pose head carried over from (b))
@@ -55,21 +56,21 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "full": {
         "data": {"text2pose": 6000, "image2pose": 3000},
         "eval_val": 200, "eval_test": 400,
-        "sft": {"max_steps": 1200, "learning_rate": 1e-3, "per_device_train_batch_size": 16,
+        "sft": {"max_steps": 2000, "learning_rate": 1e-3, "per_device_train_batch_size": 16,
                 "pose_loss_weight": 10.0},
-        "rl": {"max_steps": 200, "learning_rate": 5e-4, "per_device_train_batch_size": 16,
+        "rl": {"max_steps": 300, "learning_rate": 1e-3, "per_device_train_batch_size": 16,
                "num_generations": 8, "max_completion_length": 16, "beta": 0.04,
-               "pose_epsilon": 0.2, "temperature": 1.0},
-        "trl_steps": 100, "retrieval_epochs": 60,
+               "pose_epsilon": 0.2, "temperature": 1.0, "log_std_max": -3.0},
+        "trl_steps": 150, "retrieval_epochs": 60,
     },
     "quick": {
         "data": {"text2pose": 400, "image2pose": 240},
         "eval_val": 32, "eval_test": 40,
         "sft": {"max_steps": 60, "learning_rate": 1e-3, "per_device_train_batch_size": 16,
                 "pose_loss_weight": 10.0},
-        "rl": {"max_steps": 8, "learning_rate": 5e-4, "per_device_train_batch_size": 16,
+        "rl": {"max_steps": 8, "learning_rate": 1e-3, "per_device_train_batch_size": 16,
                "num_generations": 8, "max_completion_length": 16, "beta": 0.04,
-               "pose_epsilon": 0.2, "temperature": 1.0},
+               "pose_epsilon": 0.2, "temperature": 1.0, "log_std_max": -3.0},
         "trl_steps": 4, "retrieval_epochs": 10,
     },
 }
@@ -93,6 +94,8 @@ def rl_variants(task: str, reward_model: str | None) -> dict[str, dict[str, Any]
         "sft_gaussian+hygrpo": {"rewards": full},
         "sft_gaussian+grpo_text_only": {"rewards": [{**r, "target": "text"} for r in full], "discrete_only": True},
         "sft_gaussian+hygrpo[joint_ratio]": {"rewards": full, "pose_ratio": "joint"},
+        # σ keeps the SFT head's range instead of the tuned clamp (log σ ≤ -3)
+        "sft_gaussian+hygrpo[sft_sigma]": {"rewards": full, "log_std_max": None},
     }
     for r in full:
         out[f"sft_gaussian+hygrpo[-{r['func']}]"] = {"rewards": [x for x in full if x is not r]}
@@ -110,6 +113,7 @@ def run_task(task: str, seed: int, mode: str, work: Path, base_model: str | None
     torch.set_num_threads(1)
     from posrft.data.synth import synth_dataset
     from posrft.eval.evaluate import evaluate_model
+    from posrft.files import atomic_write_json
     from posrft.policy.tiny import build_tiny_model, build_tiny_text_model
     from posrft.train.config import HyGRPOConfig, SFTConfig
     from posrft.train.hygrpo import run_hygrpo
@@ -117,12 +121,22 @@ def run_task(task: str, seed: int, mode: str, work: Path, base_model: str | None
 
     s = SETTINGS[mode]
     work.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    stamp = work / "settings.json"  # finished stages are reused only under the same settings
+    wanted = json.dumps({"settings": s, "base_model": base_model}, sort_keys=True)
+    if stamp.exists() and stamp.read_text() != wanted:
+        raise SystemExit(f"{work} holds stages trained with other settings ({stamp}); "
+                         "delete it or pass another --work")
+    stamp.write_text(wanted)
+    # Stage times persist in the work folder, so a rerun that reuses finished stages still
+    # reports what they cost when they were trained.
+    timing_file = work / "timings.json"
+    timings: dict[str, float] = json.loads(timing_file.read_text()) if timing_file.exists() else {}
 
     def timed(name: str, fn, *a, **k):
         t = time.perf_counter()
         out = fn(*a, **k)
         timings[name] = round(time.perf_counter() - t, 1)
+        atomic_write_json(timing_file, timings)
         print(f"[{task} seed {seed}] {name}: {timings[name]:.0f}s", flush=True)
         return out
 
@@ -224,14 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small data and few steps (≤ 10 min)")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default OUT/work); reused if present")
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder for data and models "
+                    "(default runs/pose_rft_table/{full,quick}); finished stages found there are reused")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--text-model", default=None, help="HF model folder for text2pose (default: tiny, built here)")
     ap.add_argument("--image-model", default=None, help="HF model folder for image2pose (default: tiny LLaVA)")
     ap.add_argument("--child", nargs=3, metavar=("TASK", "SEED", "RESULT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     mode = "quick" if args.quick else "full"
-    work = args.work or args.out / "work"
+    work = args.work or Path("runs/pose_rft_table") / mode
     if args.child:
         task, seed, result = args.child
         base = args.text_model if task == "text2pose" else args.image_model

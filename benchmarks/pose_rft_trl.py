@@ -1,8 +1,11 @@
 """Outside check of text-only GRPO: TRL's ``GRPOTrainer`` on the text→pose SFT model.
 
 TRL optimises the language model's tokens only. Its rewards are the text ones posrft uses
-(``format``, and ``text_similarity`` to the dataset's answer), given to TRL unchanged through
-its reward-function signature. TRL cannot score the continuous pose — it never sees the
+(``format``, and ``text_similarity`` to the dataset's answer) through TRL's reward-function
+signature. TRL decodes completions with ``skip_special_tokens=True``, which deletes ``<POSE>``
+(a special token), so the format reward would see no pose token and score 0 for every sample:
+:func:`with_special_tokens` re-decodes TRL's ``completion_ids`` keeping special tokens (minus
+EOS and padding) before calling the reward. TRL cannot score the continuous pose — it never sees the
 ``<POSE>`` head — which is the gap HyGRPO closes. The trained language model gets the SFT
 model's pose head back, and ``posrft eval`` scores it like every other row.
 """
@@ -12,7 +15,21 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+
+def with_special_tokens(reward: Callable[..., list[float]], tokenizer: Any) -> Callable[..., list[float]]:
+    """``reward`` called on completions re-decoded from TRL's ``completion_ids`` with special
+    tokens kept (EOS and padding dropped), so ``<POSE>`` is visible to it."""
+    drop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+
+    def wrapped(completions: list[Any], completion_ids: list[list[int]], **kwargs: Any) -> list[float]:
+        texts = [tokenizer.decode([i for i in ids if i not in drop], skip_special_tokens=False)
+                 for ids in completion_ids]  # fmt: skip
+        return reward(completions=texts, **kwargs)
+
+    wrapped.__name__ = getattr(reward, "__name__", "reward")
+    return wrapped
 
 
 def run_trl_text_only(sft_dir: Path, data: Path, out: Path, *, steps: int, rl: dict[str, Any], seed: int) -> Path:
@@ -53,7 +70,8 @@ def run_trl_text_only(sft_dir: Path, data: Path, out: Path, *, steps: int, rl: d
     )  # fmt: skip
     model = AutoModelForCausalLM.from_pretrained(str(sft_dir))
     tokenizer = AutoTokenizer.from_pretrained(str(sft_dir))
-    trainer = GRPOTrainer(model=model, reward_funcs=[format_reward, text_similarity], args=cfg,
+    rewards = [with_special_tokens(format_reward, tokenizer), text_similarity]
+    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=cfg,
                           train_dataset=train, processing_class=tokenizer, callbacks=[JsonlLog()])  # fmt: skip
     trainer.train()
     with atomic_directory(out / "final") as tmp:

@@ -35,7 +35,7 @@ from posrft.body.pose import pose_to_joints
 from posrft.policy.pose_head import PoseDistribution
 from posrft.rollout.experience import Experience
 from posrft.train.accelerator import gathered_parameters, make_accelerator, make_optimizer, make_scheduler, zero_stage
-from posrft.train.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from posrft.train.checkpoint import resume, save_checkpoint
 from posrft.train.common import build_policy, config_dict, export_policy, gather_mean
 from posrft.train.config import HyGRPOConfig
 from posrft.train.data import PromptSampler, load_split
@@ -196,12 +196,7 @@ def run_hygrpo(cfg: HyGRPOConfig) -> Path:
     model, optimizer, scheduler = acc.prepare(policy, optimizer, scheduler)
     logger = TrainLogger(acc, cfg.output_dir, "hygrpo", config_dict(cfg), total_steps=cfg.max_steps)
     sampler = PromptSampler(len(data), cfg.seed)
-    step = 0
-    ckpt = resolve_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir)
-    if ckpt is not None:
-        state = load_checkpoint(acc, ckpt)
-        step = int(state["step"])
-        sampler.load_state_dict(state["sampler"])
+    step, _ = resume(acc, cfg.resume_from_checkpoint, cfg.output_dir, sampler)
 
     main = acc.is_main_process
     rewards = RewardRunner(cfg.rewards) if main else None

@@ -21,7 +21,7 @@ from accelerate.utils import set_seed
 
 from posrft.policy.prompts import encode_prompts
 from posrft.train.accelerator import make_accelerator, make_optimizer, make_scheduler
-from posrft.train.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from posrft.train.checkpoint import resume, save_checkpoint
 from posrft.train.common import build_policy, config_dict, export_policy, gather_mean
 from posrft.train.config import SFTConfig
 from posrft.train.data import PromptSampler, encode_completions, load_split
@@ -64,12 +64,7 @@ def run_sft(cfg: SFTConfig) -> Path:
     sampler = PromptSampler(len(data), cfg.seed)
     logger = TrainLogger(acc, cfg.output_dir, "sft", config_dict(cfg), total_steps=total)
 
-    step = 0
-    ckpt = resolve_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir)
-    if ckpt is not None:
-        state = load_checkpoint(acc, ckpt)
-        step = int(state["step"])
-        sampler.load_state_dict(state["sampler"])
+    step, _ = resume(acc, cfg.resume_from_checkpoint, cfg.output_dir, sampler)
 
     dim = policy.config.pose_dim
     model.train()
