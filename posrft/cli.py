@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_model_sample)
 
-    p = sub.add_parser("train", help="launch a recipe with accelerate (SFT or HyGRPO)")
+    p = sub.add_parser("train", help="launch a recipe with accelerate (SFT, HyGRPO or a SkeletonLLM stage)")
     p.add_argument("recipe", type=Path, help="recipe YAML (its 'trainer' key picks sft or hygrpo)")
     p.add_argument("--accelerate-config", help="accelerate config (default: the recipe's, else "
                    "recipes/accelerate/zero2.yaml)")
