@@ -346,6 +346,8 @@ def test_bad_inputs_give_clear_errors():
         A.Subject(scale=-1.0)
     with pytest.raises(ValueError, match="leaves no training subject"):
         A.build_action_dataset(2, val_fraction=0.5, test_fraction=0.5)
+    with pytest.raises(ValueError, match=r"val_fraction=0.1 of n_per_class=3 subjects rounds to 0.*at least 6"):
+        A.build_action_dataset(3, classes=["squat"])
 
 
 def test_dataset_splits_by_subject_and_round_trips(tmp_path):

@@ -279,6 +279,12 @@ def _split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[in
             f"n_per_class={n} with val_fraction={val_fraction} and test_fraction="
             f"{test_fraction} leaves no training subject; use more clips or smaller fractions"
         )
+    for name, v, k in (("val_fraction", val_fraction, n_val), ("test_fraction", test_fraction, n_test)):
+        if v > 0 and k == 0:  # an empty split breaks datasets.load_from_disk later, far from here
+            raise ValueError(
+                f"{name}={v} of n_per_class={n} subjects rounds to 0: that split would be empty; "
+                f"use at least {math.floor(0.5 / v) + 1} subjects or {name}=0"
+            )
     return n - n_val - n_test, n_val, n_test
 
 

@@ -1,0 +1,162 @@
+"""The SkeletonLLM learner: one loop for the four stages (they differ in questions and parts).
+
+    L = - 1/N Σ_rows (Σ_t m_t log p(a_t | frames(x), question, a_<t)) / (Σ_t m_t)
+
+the answer tokens' (``m``, EOS included) mean negative log-likelihood per row, averaged over
+the ``N`` rows of a micro-batch: every question weighs the same whatever its answer length (a
+15-token caption would otherwise outweigh a 3-token option 5:1). Frames are rendered by DrAction
+in training mode (a random frame per segment). Each optimizer step consumes
+``per_device_train_batch_size × num_processes × gradient_accumulation_steps`` clips drawn by a
+seeded sampler every rank replays (rank ``r`` takes its slice), as in :mod:`posrft.train.sft`.
+The renderer has its own learning rate (``renderer_learning_rate``). Runs under ``accelerate
+launch`` (DeepSpeed ZeRO-2 from the recipe's accelerate config) or in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate.utils import set_seed
+
+from posrft.files import atomic_write_json
+from posrft.skeleton.config import SkeletonConfig
+from posrft.skeleton.data import load_action_data
+from posrft.skeleton.inputs import encode_targets
+from posrft.skeleton.model import RendererSettings, SkeletonLLM
+from posrft.skeleton.stages import make_source
+from posrft.train.accelerator import make_accelerator, make_scheduler
+from posrft.train.checkpoint import resume, save_checkpoint
+from posrft.train.common import config_dict, gather_mean
+from posrft.train.data import PromptSampler
+from posrft.train.logging import TrainLogger
+
+log = logging.getLogger("posrft.skeleton")
+
+
+def renderer_settings(cfg: SkeletonConfig) -> RendererSettings:
+    return RendererSettings(fmt=cfg.skeleton_format, num_frames=cfg.num_render_frames,
+                            image_size=cfg.render_size, samples_per_bone=cfg.samples_per_bone,
+                            nfm=cfg.renderer_nfm, seed=cfg.seed)
+
+
+def make_skeleton_optimizer(cfg: SkeletonConfig, model: SkeletonLLM) -> torch.optim.Optimizer:
+    """AdamW with two groups: the renderer at ``renderer_learning_rate``, the rest at
+    ``learning_rate`` (empty groups left out)."""
+    groups = []
+    if model.renderer_parameters():
+        groups.append({"params": model.renderer_parameters(), "lr": cfg.renderer_learning_rate})
+    if model.model_parameters():
+        groups.append({"params": model.model_parameters(), "lr": cfg.learning_rate})
+    if not groups:
+        raise ValueError(f"train_parts={cfg.train_parts!r}: no trainable parameters")
+    return torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                             weight_decay=cfg.weight_decay)
+
+
+def skip_scalar_broadcast(model: torch.nn.Module) -> None:
+    """DeepSpeed's start-up broadcast views every parameter as bytes, which fails for 0-dim
+    tensors (DrAction's depth-colour mix). Every rank loads the same files with the same seed,
+    so those parameters are already equal; the ``ds_optim_param`` mark makes DeepSpeed skip
+    them (it only affects that broadcast and optimizer offloading, which posrft does not use)."""
+    for p in model.parameters():
+        if p.dim() == 0:
+            p.ds_optim_param = True
+
+
+def load_model(cfg: SkeletonConfig) -> SkeletonLLM:
+    if not cfg.model_name_or_path:
+        raise ValueError("model_name_or_path is empty: give `posrft model init-tiny`'s folder or "
+                         "the previous stage's OUTPUT_DIR/final")
+    return SkeletonLLM.from_pretrained(cfg.model_name_or_path, renderer_settings(cfg),
+                                       cfg.renderer_learnable)
+
+
+def run_skeleton(cfg: SkeletonConfig, data=None) -> Path:
+    """Train one stage, export ``OUTPUT_DIR/final`` (and ``OUTPUT_DIR/eval.json`` when
+    ``eval_at_end``); returns the final folder. ``data`` (an ActionData) skips loading."""
+    set_seed(cfg.seed)
+    acc = make_accelerator(cfg)
+    formats = [cfg.skeleton_format] + ([cfg.cross_format] if cfg.cross_format else [])
+    if data is None:
+        data = load_action_data(cfg.dataset_path, formats=formats, class_split=cfg.class_split,
+                                clips_per_class=cfg.clips_per_class, num_frames=cfg.clip_frames,
+                                seed=cfg.data_seed)  # fmt: skip
+    train = data.get(cfg.dataset_train_split, cfg.skeleton_format).subset(data.seen)
+    if len(train) == 0:
+        raise ValueError(f"split {cfg.dataset_train_split!r} has no {cfg.skeleton_format!r} clips "
+                         f"of the seen classes {data.seen}")
+    model = load_model(cfg)
+    source = make_source(cfg, model, train, data, acc.is_main_process, acc.wait_for_everyone)
+    names = model.set_train_parts(cfg.parts, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    log.info("stage %s: %d trainable tensors (%s)", cfg.stage, len(names), cfg.train_parts)
+    optimizer = make_skeleton_optimizer(cfg, model)
+    scheduler = make_scheduler(cfg, optimizer, cfg.max_steps)
+    skip_scalar_broadcast(model)
+    engine, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    world, rank = acc.num_processes, acc.process_index
+    sampler = PromptSampler(len(source.pool), cfg.seed)
+    logger = TrainLogger(acc, cfg.output_dir, f"skeleton-{cfg.stage}", config_dict(cfg),
+                         total_steps=cfg.max_steps)  # fmt: skip
+    step, _ = resume(acc, cfg.resume_from_checkpoint, cfg.output_dir, sampler)
+
+    bs = cfg.per_device_train_batch_size
+    engine.train()
+    while step < cfg.max_steps:
+        t0 = time.perf_counter()
+        sums = {"loss/text": 0.0, "answer/tokens": 0.0}
+        for micro in range(cfg.gradient_accumulation_steps):
+            idx = sampler.next(bs * world)[rank * bs:(rank + 1) * bs]
+            rng = np.random.default_rng([cfg.seed, step, micro, rank])
+            questions = source([source.pool[i] for i in idx], rng)
+            enc = encode_targets(model.processor, [q.prompt for q in questions],
+                                 [q.target for q in questions], model.num_frames,
+                                 model.image_seq_length, cfg.max_target_tokens)  # fmt: skip
+            joints = torch.from_numpy(train.clips[[q.clip for q in questions]])
+            with acc.accumulate(engine):
+                total, count = engine(joints, enc.input_ids, enc.attention_mask, enc.target_mask)
+                loss = -(total / count.clamp_min(1)).mean()
+                acc.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            k = cfg.gradient_accumulation_steps
+            sums["loss/text"] += loss.item() / k
+            sums["answer/tokens"] += count.mean().item() / k
+        step += 1
+        logger.advance(step)
+        metrics = gather_mean(acc, sums)
+        metrics["time/step"] = time.perf_counter() - t0
+        metrics["lr"] = scheduler.get_last_lr()[-1]
+        if step % cfg.logging_steps == 0 or step == cfg.max_steps:
+            logger.log(step, metrics)
+        if cfg.save_steps and step % cfg.save_steps == 0 and step < cfg.max_steps:
+            save_checkpoint(acc, cfg.output_dir, step, {"sampler": sampler.state_dict()},
+                            cfg.save_total_limit)  # fmt: skip
+    if cfg.save_steps:
+        save_checkpoint(acc, cfg.output_dir, step, {"sampler": sampler.state_dict()}, cfg.save_total_limit)
+    final = Path(cfg.output_dir) / "final"
+    if acc.is_main_process:
+        trained: SkeletonLLM = acc.unwrap_model(engine)
+        trained.save_pretrained(final)
+        info = {"stage": cfg.stage, "train_parts": cfg.train_parts, "steps": step,
+                "questions": source.stats}
+        if cfg.eval_at_end:
+            from posrft.skeleton.evaluate import evaluate_all
+
+            info["eval"] = evaluate_all(
+                trained, data, split=cfg.dataset_eval_split, fmt=cfg.skeleton_format,
+                cross_format=cfg.cross_format, num_choices=cfg.num_choices, seed=cfg.seed,
+                captions=cfg.eval_captions,
+            )  # fmt: skip
+            log.info("eval: %s", json.dumps({k: v for k, v in info["eval"].items()
+                                              if k.endswith("top1")}))
+        atomic_write_json(Path(cfg.output_dir) / "eval.json", info)
+        log.info("exported SkeletonLLM to %s", final)
+    acc.wait_for_everyone()
+    logger.finish()
+    return final
