@@ -10,7 +10,6 @@ criteria (issue 7, relative like the paper):
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path

@@ -20,12 +20,14 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from posrft.body.rotations import identity_pose6d
-from posrft.eval.pose_eval import Predictions, load_eval_split, pose_metrics, predict_poses
+from posrft.data.splits import load_split
+from posrft.eval.metrics import retrieval_recalls
+from posrft.eval.pose_eval import Predictions, pose_metrics, predict_poses
 from posrft.files import atomic_write_json, atomic_write_text
 
 TASKS = ("text2pose", "image2pose")
@@ -33,18 +35,30 @@ RETRIEVAL_KS = (5, 10, 20)
 POOL = 32
 
 
-def retrieval_metrics(retrieval: Any, captions: Sequence[str], pose6d: torch.Tensor,
-                      ks: Sequence[int] = RETRIEVAL_KS, pool: int = POOL, seed: int = 0) -> dict[str, float]:  # fmt: skip
-    """Recalls of ``retrieval`` (a :class:`~posrft.eval.retrieval.RetrievalModel`) on paired
-    captions / poses ``(N, D)``, with the PoseScript mRecall under ``mrecall``."""
-    if len(captions) != pose6d.shape[0]:
-        raise ValueError(f"{len(captions)} captions but {pose6d.shape[0]} poses")
-    r = retrieval.evaluate(list(captions), pose6d.float(), ks=ks, pool=pool, seed=seed)
-    out = {k.replace("_R@", "_r@").lower(): v for k, v in r.items() if k.startswith(("t2p", "p2t"))}
-    out["mrecall"] = r["mRecall_full"]
-    if any("pool" in k for k in r):
-        out[f"mrecall_pool{pool}"] = sum(v for k, v in r.items() if "pool" in k) / sum("pool" in k for k in r)
-    return out
+@torch.no_grad()
+def retrieval_metrics(retrieval: Any, captions: Sequence[str], galleries: Mapping[str, torch.Tensor],
+                      ks: Sequence[int] = RETRIEVAL_KS, pool: int = POOL, seed: int = 0) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Recalls of ``retrieval`` (a :class:`~posrft.eval.retrieval.RetrievalModel`) of the
+    captions against each gallery of paired poses ``(N, D)``, with the PoseScript mRecall under
+    ``mrecall``. The captions are embedded once for all galleries."""
+    was = retrieval.training
+    retrieval.eval()
+    try:
+        text = retrieval.embed_texts(list(captions))
+        out = {}
+        for name, pose6d in galleries.items():
+            if len(captions) != pose6d.shape[0]:
+                raise ValueError(f"{len(captions)} captions but {pose6d.shape[0]} poses in {name!r}")
+            r = retrieval_recalls(text, retrieval.embed_poses(pose6d.float()), ks, pool, seed)
+            m = {k.replace("_R@", "_r@").lower(): v for k, v in r.items() if k.startswith(("t2p", "p2t"))}
+            m["mrecall"] = r["mRecall_full"]
+            pooled = [v for k, v in r.items() if "pool" in k]
+            if pooled:
+                m[f"mrecall_pool{pool}"] = sum(pooled) / len(pooled)
+            out[name] = m
+        return out
+    finally:
+        retrieval.train(was)
 
 
 def _gallery(pred: Predictions) -> torch.Tensor:
@@ -76,7 +90,7 @@ def evaluate_model(
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     start = time.perf_counter()
     columns = ("prompt", "gt_joints") + (("images",) if task == "image2pose" else ())
-    data = load_eval_split(str(data_dir), split, columns)
+    data = load_split(data_dir, split, columns)
     n = len(data) if num_samples is None else min(num_samples, len(data))
     if policy is None:
         from posrft.policy.model import PosePolicy
@@ -91,10 +105,10 @@ def evaluate_model(
         retrieval = retrieval_model
         if isinstance(retrieval_model, (str, Path)):
             retrieval = RetrievalModel.from_pretrained(retrieval_model)
-        captions = data.select(range(n))["caption"]
-        result["retrieval"] = retrieval_metrics(retrieval, captions, _gallery(pred), seed=seed)
-        gt = torch.tensor(data.select(range(n))["gt_pose_6d"], dtype=torch.float32)
-        result["reference"] = retrieval_metrics(retrieval, captions, gt, seed=seed)
+        rows = data.select(range(n))
+        gt = torch.tensor(rows["gt_pose_6d"], dtype=torch.float32)
+        recalls = retrieval_metrics(retrieval, rows["caption"], {"retrieval": _gallery(pred), "reference": gt}, seed=seed)
+        result.update(recalls)
         result["retrieval_model"] = str(retrieval_model) if isinstance(retrieval_model, (str, Path)) else None
     result["wall_s"] = time.perf_counter() - start
     return result

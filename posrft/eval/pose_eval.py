@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from datasets import Dataset, DatasetDict, load_from_disk
+from datasets import Dataset
 from torch import Tensor
 
 from posrft.body.pose import pose_to_joints
+from posrft.data.splits import load_split
 from posrft.eval.answer_format import format_ok
 from posrft.eval.metrics import mpjpe, pa_mpjpe
 
@@ -31,19 +32,6 @@ class Predictions:
     joints: Tensor
     gt_joints: Tensor
     texts: list[str]
-
-
-def load_eval_split(data_dir: str, split: str, columns: tuple[str, ...] = ("prompt", "gt_joints")) -> Dataset:
-    """``data_dir[split]`` with a clear error naming a missing split or column."""
-    data = load_from_disk(str(data_dir))
-    if isinstance(data, DatasetDict):
-        if split not in data:
-            raise KeyError(f"dataset {data_dir!r} has no split {split!r}; splits: {sorted(data)}")
-        data = data[split]
-    for col in columns:
-        if col not in data.column_names:
-            raise ValueError(f"dataset {data_dir!r} split {split!r} lacks column {col!r}")
-    return data
 
 
 @torch.no_grad()
@@ -92,6 +80,6 @@ def evaluate_pose_policy(
     from posrft.policy.model import PosePolicy
 
     policy = PosePolicy.from_pretrained(model_dir).eval()
-    data = load_eval_split(data_dir, split)
+    data = load_split(data_dir, split, ("prompt", "gt_joints"))
     n = len(data) if num_samples is None else min(num_samples, len(data))
     return pose_metrics(predict_poses(policy, data, n, batch_size, max_new_tokens, body_model_dir))

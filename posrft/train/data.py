@@ -1,4 +1,4 @@
-"""Training data plumbing: load and check a dataset, draw prompts, encode SFT targets.
+"""Training data plumbing: draw prompts, encode SFT targets, hand dataset columns to rewards.
 
 Datasets are the ``DatasetDict`` folders ``posrft data synth`` writes (or any dataset with the
 same columns): ``prompt`` (TRL conversational messages), ``completion`` (the target assistant
@@ -8,36 +8,12 @@ message), optional ``images`` (list of PIL images), ``gt_pose_6d`` and the colum
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from datasets import Dataset, DatasetDict, load_from_disk
 from torch import Tensor
 
 from rewards.api import completion_text
-
-
-def load_split(path: str, split: str, required: Sequence[str]) -> Dataset:
-    """``load_from_disk(path)[split]``, checking the split and the columns exist."""
-    if not path:
-        raise ValueError("dataset_path is empty: give the folder written by `posrft data synth`")
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"dataset_path {path!r} does not exist")
-    data = load_from_disk(path)
-    if isinstance(data, DatasetDict):
-        if split not in data:
-            raise KeyError(f"dataset {path!r} has no split {split!r}; splits: {sorted(data)}")
-        data = data[split]
-    missing = [c for c in required if c not in data.column_names]
-    if missing:
-        raise ValueError(
-            f"dataset {path!r} split {split!r} lacks required column(s) {missing}; it has "
-            f"{data.column_names}"
-        )
-    if len(data) == 0:
-        raise ValueError(f"dataset {path!r} split {split!r} is empty")
-    return data
 
 
 @dataclass

@@ -38,7 +38,8 @@ from posrft.train.accelerator import gathered_parameters, make_accelerator, make
 from posrft.train.checkpoint import resume, save_checkpoint
 from posrft.train.common import build_policy, config_dict, export_policy, gather_mean
 from posrft.train.config import HyGRPOConfig
-from posrft.train.data import PromptSampler, load_split
+from posrft.data.splits import load_split
+from posrft.train.data import PromptSampler
 from posrft.train.logging import TrainLogger
 from posrft.train.rollout_phase import sampling_params, score_rollouts
 from rewards import RewardRunner

@@ -24,7 +24,8 @@ from posrft.train.accelerator import make_accelerator, make_optimizer, make_sche
 from posrft.train.checkpoint import resume, save_checkpoint
 from posrft.train.common import build_policy, config_dict, export_policy, gather_mean
 from posrft.train.config import SFTConfig
-from posrft.train.data import PromptSampler, encode_completions, load_split
+from posrft.data.splits import load_split
+from posrft.train.data import PromptSampler, encode_completions
 from posrft.train.logging import TrainLogger
 
 
