@@ -52,6 +52,22 @@ def message_text(message: dict) -> str:
     return "".join(part.get("text", "") for part in content if part.get("type", "text") == "text")
 
 
+def reward_columns(rows: Sequence[dict[str, Any]], repeat: int) -> dict[str, list[Any]]:
+    """The ``**columns`` rewards receive for a batch of dataset ``rows`` with ``repeat``
+    completions each: every column but ``prompt`` and ``images``, each value repeated for the
+    ``repeat`` completions of its row (the same object, so per-prompt conversions can be shared),
+    and ``completion`` renamed ``reference_completion`` and reduced to its text."""
+    cols: dict[str, list[Any]] = {}
+    for key in rows[0]:
+        if key in ("prompt", "images"):
+            continue
+        values = [r[key] for r in rows]
+        if key == "completion":
+            key, values = "reference_completion", [completion_text(v) for v in values]
+        cols[key] = [v for v in values for _ in range(repeat)]
+    return cols
+
+
 def validate_rewards(name: str, values: Any, n: int) -> np.ndarray:
     """Check one reward function's output and return it as ``(n,)`` float64, NaN for ``None``.
 

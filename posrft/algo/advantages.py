@@ -1,6 +1,6 @@
-"""Group-relative advantage estimators, in a registry (verl style) so recipes can pick one.
+"""Group-relative advantages (GRPO).
 
-An estimator maps per-sample rewards ``(N,)`` laid out group by group (``N = num_groups * G``,
+The estimator maps per-sample rewards ``(N,)`` laid out group by group (``N = num_groups * G``,
 the ``G`` samples of one prompt adjacent) and a validity mask ``(N,)`` to advantages ``(N,)``:
 
     A_i = (R_i - mean_{j in g(i), valid}(R_j)) / (std_{j in g(i), valid}(R_j) + eps)      "group"
@@ -19,46 +19,20 @@ pose advantage Δ over the subset V with a valid ``<POSE>`` (mask = pose valid).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
 ScaleRewards = Literal["group", "batch", "none"]
-AdvantageFn = Callable[..., "AdvantageResult"]
-
-_ESTIMATORS: dict[str, AdvantageFn] = {}
 
 
 @dataclass
 class AdvantageResult:
-    """Advantages ``(N,)`` plus what the logs report about them.
-
-    ``group_std`` is per sample (the std of its group, 0 for groups with < 2 valid samples) and
-    ``zero_std_groups`` the fraction of groups whose valid rewards are all equal (no signal).
-    """
+    """Advantages ``(N,)`` plus the fraction of groups whose valid rewards are all equal (no
+    signal), for the logs."""
 
     advantages: torch.Tensor
-    group_std: torch.Tensor
     zero_std_groups: float
-
-
-def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    def wrap(fn: AdvantageFn) -> AdvantageFn:
-        if name in _ESTIMATORS:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        _ESTIMATORS[name] = fn
-        return fn
-
-    return wrap
-
-
-def get_advantage_estimator(name: str) -> AdvantageFn:
-    try:
-        return _ESTIMATORS[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown advantage estimator {name!r}; available: {', '.join(sorted(_ESTIMATORS))}"
-        ) from None
 
 
 def _masked_group_stats(
@@ -73,7 +47,6 @@ def _masked_group_stats(
     return mean, var.sqrt(), count
 
 
-@register_advantage("grpo")
 def group_normalized_advantages(
     rewards: torch.Tensor,
     group_size: int,
@@ -114,10 +87,5 @@ def group_normalized_advantages(
         adv = centred / (batch_std + eps) if batch_count.item() >= 2 else centred
     else:
         adv = centred
-    group_std = torch.where(has_baseline, std, torch.zeros_like(std))
-    zero = ((group_std < 1e-8) & has_baseline).double().sum() / max(int(has_baseline.sum()), 1)
-    return AdvantageResult(
-        advantages=adv.reshape(-1).to(rewards.dtype),
-        group_std=group_std.repeat_interleave(group_size).to(rewards.dtype),
-        zero_std_groups=float(zero),
-    )
+    zero = ((std < 1e-8) & has_baseline).double().sum() / max(int(has_baseline.sum()), 1)
+    return AdvantageResult(advantages=adv.reshape(-1).to(rewards.dtype), zero_std_groups=float(zero))

@@ -31,7 +31,11 @@ from typing import Literal
 
 import torch
 
+from posrft.policy.pose_head import PoseDistribution
+
 LossType = Literal["grpo", "dr_grpo", "dapo"]
+#: |log r| beyond this is clamped before exp (e^20 ≈ 5·10⁸: far outside any clip range, finite).
+LOG_RATIO_LIMIT = 20.0
 PoseRatio = Literal["per_dim", "joint"]
 
 
@@ -60,6 +64,12 @@ class HyGRPOLossSettings:
         for name in ("epsilon", "pose_epsilon"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        if self.epsilon_high is not None and self.epsilon_high <= 0:
+            raise ValueError(f"epsilon_high must be > 0, got {self.epsilon_high}")
+        for name in ("beta", "pose_beta", "pose_coef"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
 
     @property
     def eps_high(self) -> float:
@@ -91,9 +101,11 @@ def clipped_surrogate(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``min(r A, clip(r, 1-eps_low, 1+eps_high) A)`` and where the clip was active (low, high).
 
-    Shapes broadcast: ``log_ratio`` ``(N, K)``, ``advantages`` ``(N, 1)``.
+    Shapes broadcast: ``log_ratio`` ``(N, K)``, ``advantages`` ``(N, 1)``. ``log_ratio`` is
+    clamped to ±``LOG_RATIO_LIMIT`` before ``exp``.
     """
-    ratio = torch.exp(log_ratio)
+    # clamp before exp (as verl does): a joint pose log-ratio sums ~130 terms and can overflow
+    ratio = torch.exp(log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT))
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
     surrogate = torch.min(ratio * advantages, clipped * advantages)
     low = (ratio < 1 - eps_low) & (advantages < 0)
@@ -190,26 +202,42 @@ def hygrpo_loss(
     old_token_logps: torch.Tensor,
     completion_mask: torch.Tensor,
     text_advantages: torch.Tensor,
-    pose_logp_dims: torch.Tensor,
-    old_pose_logp_dims: torch.Tensor,
+    pose_dist: PoseDistribution,
+    old_pose_dist: PoseDistribution,
+    pose: torch.Tensor,
     pose_valid: torch.Tensor,
     pose_advantages: torch.Tensor,
     settings: HyGRPOLossSettings,
     ref_token_logps: torch.Tensor | None = None,
-    pose_kl_dims: torch.Tensor | None = None,
+    ref_pose_dist: PoseDistribution | None = None,
 ) -> HyGRPOLossOutput:
-    """``loss = text_term + pose_coef · pose_term`` (pose term skipped when ``discrete_only``)."""
+    """``loss = text_term + pose_coef · pose_term`` (pose term skipped when ``discrete_only``).
+
+    Token inputs ``(N, T)``; advantages and ``pose_valid`` ``(N,)``; ``pose`` ``(N, D)`` the
+    sampled pose. The pose log-densities under the current (``pose_dist``) and the sampling
+    (``old_pose_dist``) Gaussians and the closed-form KL to ``ref_pose_dist`` are computed
+    here from the distributions, per dimension.
+    """
     text_loss, metrics = text_term(
         token_logps, old_token_logps, completion_mask, text_advantages, settings, ref_token_logps
     )
     if settings.discrete_only:
         pose_loss = torch.zeros((), dtype=text_loss.dtype, device=text_loss.device)
     else:
+        valid = pose_valid.bool()
+        # invalid rows carry placeholder poses; keep them out of every density
+        pose = torch.where(valid[:, None], pose.to(pose_dist.mean.dtype), pose_dist.mean.detach())
+        kl_dims = None
+        if settings.beta_pose != 0.0:
+            if ref_pose_dist is None:
+                raise ValueError("pose_beta != 0 needs ref_pose_dist")
+            kl_dims = pose_dist.kl(ref_pose_dist, per_dim=True)
         pose_loss, pose_metrics = pose_term(
-            pose_logp_dims, old_pose_logp_dims, pose_valid.bool(), pose_advantages, settings,
-            pose_kl_dims,
+            pose_dist.log_prob(pose, per_dim=True), old_pose_dist.log_prob(pose, per_dim=True),
+            valid, pose_advantages, settings, kl_dims,
         )  # fmt: skip
         metrics.update(pose_metrics)
+        metrics["pose/entropy"] = pose_dist.entropy()[valid].mean().item() if valid.any() else 0.0
     loss = text_loss + settings.pose_coef * pose_loss
     metrics["loss/text"] = text_loss.item()
     metrics["loss/pose"] = pose_loss.item()

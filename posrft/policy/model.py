@@ -199,6 +199,21 @@ class PosePolicy(nn.Module):
             load_module(policy.ref_pose_head, path / REF_POSE_HEAD_NAME)
         return policy
 
+    def set_log_std_range(self, log_std_min: float | None = None,
+                          log_std_max: float | None = None) -> None:
+        """Override the head's log-σ range (kept in the config, so a saved policy reloads with
+        it); ``None`` keeps a bound. Learner and rollout workers apply the same override."""
+        head, c = self.pose_head, self.config
+        lo = c.log_std_min if log_std_min is None else float(log_std_min)
+        hi = c.log_std_max if log_std_max is None else float(log_std_max)
+        if not lo < hi:
+            raise ValueError(f"log_std_min ({lo}) must be < log_std_max ({hi})")
+        head.log_std_min = c.log_std_min = lo
+        head.log_std_max = c.log_std_max = hi
+        if not lo < c.init_log_std < hi:
+            # init_log_std only shapes a fresh head, but the saved config must still load
+            c.init_log_std = (lo + hi) / 2
+
     def set_reference_head(self) -> None:
         """Freeze a copy of the current pose head as the reference head (used under
         :meth:`disable_adapter`, so the reference policy is the pre-LoRA one in full)."""

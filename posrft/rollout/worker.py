@@ -55,10 +55,12 @@ class RolloutWorker:
     """A plain ``PosePolicy`` in eval mode loaded from ``model_path`` (a LoRA checkpoint is
     merged on load, so its keys are those :func:`~posrft.rollout.weights.merged_state_dict`
     sends), sampling with ``num_threads`` intra-op threads (set before loading, so it matches
-    the CPUs Ray reserved; ``None`` leaves the process's setting alone)."""
+    the CPUs Ray reserved; ``None`` leaves the process's setting alone). ``log_std_range``:
+    the learner's ``(log_std_min, log_std_max)`` override of the pose head, if any."""
 
     def __init__(self, model_path: str, num_threads: int | None = None, device: str | None = None,
-                 dtype: str | None = None, worker_index: int = 0) -> None:
+                 dtype: str | None = None, worker_index: int = 0,
+                 log_std_range: tuple[float | None, float | None] | None = None) -> None:
         if num_threads is not None:  # process-wide, so only when asked (the pool's actors ask)
             if num_threads < 1:
                 raise ValueError(f"num_threads must be >= 1, got {num_threads}")
@@ -76,6 +78,8 @@ class RolloutWorker:
         self.policy = PosePolicy.from_pretrained(model_path, dtype=torch_dtype, device=device)
         if self.policy.is_lora:  # a LoRA checkpoint: sample with W + scale·B·A folded in
             merge_lora(self.policy)
+        if log_std_range is not None:  # the learner's override, so both use the same σ clamp
+            self.policy.set_log_std_range(*log_std_range)
         self.policy.eval().requires_grad_(False)
         self.load_s = time.perf_counter() - start
         self._manifest = manifest_of(self.policy.state_dict())
@@ -141,9 +145,7 @@ class RolloutWorker:
             check_compatible(self._manifest, manifest_of(tensors),
                              f"rollout worker {self.worker_index}, weight bucket {k}")
             with torch.no_grad():
-                result = self.policy.load_state_dict(tensors, strict=False)
-            if result.unexpected_keys:  # unreachable after the check; kept as a guard
-                raise ValueError(f"weight bucket {k}: unexpected keys {result.unexpected_keys[:5]}")
+                self.policy.load_state_dict(tensors, strict=False)
             loaded += sum(t.numel() * t.element_size() for t in tensors.values())
         self._version = int(version)
         return {"load_s": time.perf_counter() - start, "fetch_s": fetch_s, "bytes": float(loaded)}

@@ -14,6 +14,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
+from posrft.algo.hygrpo_loss import HyGRPOLossSettings
+
 #: The paper's rewards: format and text similarity feed the text advantage, joints the pose one.
 #: (The semantic reward needs a trained retrieval model; recipes add it with its path.)
 DEFAULT_REWARDS: list[dict[str, Any]] = [
@@ -132,6 +134,8 @@ class HyGRPOConfig(BaseTrainConfig):
     """HyGRPO: GRPO over text tokens + a clipped surrogate over the Gaussian pose (DESIGN §1)."""
 
     KIND = "hygrpo"
+    max_steps: int = field(default=100, **_help("Rollout iterations to run (each generates one batch and "
+        "takes steps_per_generation × num_iterations optimizer steps on it, then syncs the workers)."))  # fmt: skip
     output_dir: str = field(default="runs/hygrpo", **_help("Where checkpoints, logs and the final model go."))
     # ---- sampling (TRL names)
     num_generations: int = field(default=8, **_help("G: completions sampled per prompt."))
@@ -145,7 +149,12 @@ class HyGRPOConfig(BaseTrainConfig):
     loss_type: Literal["grpo", "dr_grpo", "dapo"] = field(default="grpo", **_help("Token aggregation."))
     scale_rewards: Literal["group", "batch", "none"] = field(default="group", **_help(
         "Advantage normalisation: by group std, batch std, or centring only."))  # fmt: skip
-    num_iterations: int = field(default=1, **_help("Updates per generated batch (μ); old log-probs are stored."))
+    steps_per_generation: int = field(default=1, **_help("Optimizer steps per generated batch (TRL's "
+        "name): one rollout batch holds per_device_train_batch_size × gradient_accumulation_steps × "
+        "steps_per_generation samples per rank, consumed in that many consecutive optimizer steps, so "
+        "every step after the first sees a moved policy and the clipped surrogates act."))  # fmt: skip
+    num_iterations: int = field(default=1, **_help("Passes over each generated batch (TRL's μ); "
+        "each pass takes steps_per_generation optimizer steps against the stored sampling log-probs."))  # fmt: skip
     # ---- pose
     pose_epsilon: float = field(default=0.2, **_help("Clip range of the pose ratio."))
     pose_ratio: Literal["per_dim", "joint"] = field(default="per_dim", **_help(
@@ -161,13 +170,32 @@ class HyGRPOConfig(BaseTrainConfig):
     ray_address: Optional[str] = field(default=None, **_help("Join this Ray cluster; default: start a local one."))
     worker_num_cpus: float = field(default=1.0, **_help("CPUs per rollout worker."))
     worker_num_gpus: float = field(default=0.0, **_help("GPUs per rollout worker."))
-    max_staleness: int = field(default=0, **_help("Accept samples at most this many versions old (0: on-policy)."))
+    max_staleness: int = field(default=0, **_help("Bounded staleness N: rollouts for a step are generated "
+        "with weights at most N versions old (a version per step), so sampling can run ahead of the "
+        "learner by N steps. 0: strictly on-policy."))  # fmt: skip
     weight_sync_bucket_mb: float = field(default=64.0, **_help("Bucket size for weight sync to workers."))
     # ---- rewards
     # Typed str for the command line (a JSON list); a YAML recipe gives the list itself.
     rewards: str = field(default=json.dumps(DEFAULT_REWARDS), **_help(
         "List of {func, weight, target, name, on_error, kwargs}; JSON on the command line."))
     log_completions: bool = field(default=True, **_help("Write a completions table (jsonl) every logging step."))
+
+    @property
+    def samples_per_rank(self) -> int:
+        """Samples of one rollout batch that each learner rank trains on."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.steps_per_generation
+
+    @property
+    def optimizer_steps_per_step(self) -> int:
+        return self.steps_per_generation * self.num_iterations
+
+    def loss_settings(self) -> HyGRPOLossSettings:
+        return HyGRPOLossSettings(
+            epsilon=self.epsilon, epsilon_high=self.epsilon_high, pose_epsilon=self.pose_epsilon,
+            pose_ratio=self.pose_ratio, loss_type=self.loss_type, beta=self.beta,
+            pose_beta=self.pose_beta, pose_coef=self.pose_coef, discrete_only=self.discrete_only,
+            max_completion_length=self.max_completion_length,
+        )  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -180,32 +208,26 @@ class HyGRPOConfig(BaseTrainConfig):
             raise ValueError(f"rewards must be a non-empty list of reward entries, got {self.rewards!r}")
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 for group-relative advantages, got {self.num_generations}")
-        if (self.per_device_train_batch_size * self.gradient_accumulation_steps) % self.num_generations:
+        if self.steps_per_generation < 1:
+            raise ValueError(f"steps_per_generation must be >= 1, got {self.steps_per_generation}")
+        if self.samples_per_rank % self.num_generations:
             raise ValueError(
-                "per_device_train_batch_size × gradient_accumulation_steps "
-                f"({self.per_device_train_batch_size} × {self.gradient_accumulation_steps}) must be a "
-                f"multiple of num_generations ({self.num_generations}) so that every group is whole"
+                "per_device_train_batch_size × gradient_accumulation_steps × steps_per_generation "
+                f"({self.per_device_train_batch_size} × {self.gradient_accumulation_steps} × "
+                f"{self.steps_per_generation}) must be a multiple of num_generations "
+                f"({self.num_generations}) so that every group is whole"
             )
-        if not 0 < self.epsilon < 1:
-            raise ValueError(f"epsilon must be in (0, 1), got {self.epsilon}")
-        if self.epsilon_high is not None and self.epsilon_high <= 0:
-            raise ValueError(f"epsilon_high must be > 0, got {self.epsilon_high}")
-        if not 0 < self.pose_epsilon < 1:
-            raise ValueError(f"pose_epsilon must be in (0, 1), got {self.pose_epsilon}")
+        self.loss_settings()  # the loss validates its own coefficients (epsilons, betas, ...)
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.beta < 0 or (self.pose_beta is not None and self.pose_beta < 0):
-            raise ValueError("beta and pose_beta must be >= 0")
         if self.num_iterations < 1:
             raise ValueError(f"num_iterations must be >= 1, got {self.num_iterations}")
         if self.max_completion_length < 1:
             raise ValueError(f"max_completion_length must be >= 1, got {self.max_completion_length}")
         if self.num_rollout_workers < 0:
             raise ValueError(f"num_rollout_workers must be >= 0, got {self.num_rollout_workers}")
-        if self.num_rollout_workers == 0 and self.max_staleness > 0:
-            raise ValueError("max_staleness > 0 needs rollout workers (num_rollout_workers >= 1)")
         if self.max_staleness < 0:
             raise ValueError(f"max_staleness must be >= 0, got {self.max_staleness}")
         if (self.log_std_min is not None and self.log_std_max is not None
