@@ -137,9 +137,9 @@ def _hand_loss(b, s: HyGRPOLossSettings):
         if s.pose_ratio == "per_dim":
             sur = [min(math.exp(x) * a, min(max(math.exp(x), 1 - e), 1 + e) * a) for x in lr]
             term = -sum(sur) / len(sur)
-        else:
+        else:  # one ratio, scaled by 1/D so its on-policy gradient equals per-dim's
             r = math.exp(sum(lr))
-            term = -min(r * a, min(max(r, 1 - e), 1 + e) * a)
+            term = -min(r * a, min(max(r, 1 - e), 1 + e) * a) / len(lr)
         kl = [_kl_normal(float(new_d.mean[i, k]), float(new_d.log_std[i, k]),
                          float(ref_d.mean[i, k]), float(ref_d.log_std[i, k])) for k in dims]
         term += s.beta_pose * sum(kl) / len(kl)

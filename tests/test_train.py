@@ -36,7 +36,11 @@ def test_yaml_recipe_with_overrides_and_trainer_dispatch(tmp_path):
          r"multiple of num_generations \(3\)"),
         ("trainer: hygrpo\nnum_generations: 1\n", ValueError, r"num_generations must be >= 2"),
         ("trainer: hygrpo\npose_ratio: sum\n", TypeError, r"pose_ratio: expected one of 'per_dim', 'joint'"),
-        ("trainer: hygrpo\nlog_std_min: 0.0\nlog_std_max: -1.0\n", ValueError, r"log_std_min \(0.0\) must be <"),
+        ("trainer: hygrpo\npose_sigma_min: 0.2\npose_sigma_max: 0.1\n", ValueError, r"pose_sigma_min \(0.2\) must be <"),
+        ("trainer: hygrpo\npose_sigma: fixed\n", ValueError, r"pose_sigma='fixed' needs pose_sigma_value"),
+        ("trainer: hygrpo\npose_advantage_group: siblings\n", ValueError, r"needs num_pose_samples >= 2"),
+        ("trainer: hygrpo\nper_joint_credit: true\npose_ratio: joint\n", ValueError, r"per_joint_credit needs pose_ratio"),
+        ("trainer: hygrpo\npose_kl: l1\n", TypeError, r"pose_kl: expected one of 'gaussian', 'mean_l2'"),
         ("trainer: hygrpo\nrewards: []\n", ValueError, r"rewards must be a non-empty list"),
         ("trainer: ppo\n", ValueError, r"trainer must be one of \['hygrpo', 'sft'\]"),
     ],
@@ -158,18 +162,20 @@ def test_discrete_only_scores_the_head_mean(tiny_policy, nudge_logits, discrete_
     batch = tiny_policy.rollout(["a", "b"], num_generations=4, max_new_tokens=3, seed=0)
     rows = [{"prompt": "a"}, {"prompt": "b"}]
     build_experience(cfg, rows, batch, torch.zeros(8, dtype=torch.long), RewardRunner(cfg.rewards))
-    expected = batch.pose_mean if discrete_only else batch.pose
-    assert not torch.allclose(batch.pose, batch.pose_mean)
+    expected = batch.pose_mean if discrete_only else batch.pose[:, 0]
+    assert not torch.allclose(batch.pose[:, 0], batch.pose_mean)
     assert torch.equal(torch.stack(seen), expected)
 
 
-def test_overridden_sigma_range_survives_save_and_reload(tiny_model_dir, tmp_path):
+def test_rl_sigma_settings_survive_save_and_reload(tiny_model_dir, tmp_path):
     from posrft.policy.model import PosePolicy
     from posrft.train.common import build_policy
 
-    cfg = HyGRPOConfig(model_name_or_path=str(tiny_model_dir), log_std_max=-3.0, log_std_min=-6.0)
+    cfg = HyGRPOConfig(model_name_or_path=str(tiny_model_dir), pose_sigma="state_independent",
+                       pose_sigma_value=0.05, pose_sigma_max=0.1)
     policy = build_policy(cfg)
-    assert policy.pose_head.log_std_max == -3.0
+    assert policy.pose_head.free_log_std.requires_grad
     policy.save_pretrained(tmp_path / "p")
     back = PosePolicy.from_pretrained(tmp_path / "p")
-    assert (back.pose_head.log_std_min, back.pose_head.log_std_max) == (-6.0, -3.0)
+    assert back.pose_head.sigma == cfg.sigma_settings()
+    assert torch.equal(back.pose_head.free_log_std, policy.pose_head.free_log_std)

@@ -14,6 +14,7 @@ attended tokens, so left padding does not shift them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -38,7 +39,7 @@ from posrft.policy.config import (
     PosePolicyConfig,
 )
 from posrft.policy.logprobs import first_token_index, position_ids_from_mask, selective_log_softmax
-from posrft.policy.pose_head import GaussianPoseHead, PoseDistribution
+from posrft.policy.pose_head import GaussianPoseHead, PoseDistribution, SigmaSettings
 
 
 class PolicyLogProbs(NamedTuple):
@@ -116,6 +117,8 @@ class PosePolicy(nn.Module):
         if pose_head.pose_dim != self.config.pose_dim:
             raise ValueError(f"pose head predicts {pose_head.pose_dim} values but the config says "
                              f"num_joints={self.config.num_joints} ({self.config.pose_dim})")
+        if pose_head.sigma != self.config.sigma_settings:
+            pose_head.set_sigma(self.config.sigma_settings)
         self.pose_head = pose_head.to(self.device)
         self.ref_pose_head: GaussianPoseHead | None = None
         self._use_ref_head = False
@@ -199,20 +202,11 @@ class PosePolicy(nn.Module):
             load_module(policy.ref_pose_head, path / REF_POSE_HEAD_NAME)
         return policy
 
-    def set_log_std_range(self, log_std_min: float | None = None,
-                          log_std_max: float | None = None) -> None:
-        """Override the head's log-σ range (kept in the config, so a saved policy reloads with
-        it); ``None`` keeps a bound. Learner and rollout workers apply the same override."""
-        head, c = self.pose_head, self.config
-        lo = c.log_std_min if log_std_min is None else float(log_std_min)
-        hi = c.log_std_max if log_std_max is None else float(log_std_max)
-        if not lo < hi:
-            raise ValueError(f"log_std_min ({lo}) must be < log_std_max ({hi})")
-        head.log_std_min = c.log_std_min = lo
-        head.log_std_max = c.log_std_max = hi
-        if not lo < c.init_log_std < hi:
-            # init_log_std only shapes a fresh head, but the saved config must still load
-            c.init_log_std = (lo + hi) / 2
+    def set_pose_sigma(self, settings: SigmaSettings) -> None:
+        """How the head produces σ from now on (kept in the config, so a saved policy reloads
+        with it). Learner and rollout workers apply the same settings."""
+        self.pose_head.set_sigma(settings)
+        self.config.sigma = None if settings.is_default else dataclasses.asdict(settings)
 
     def set_reference_head(self) -> None:
         """Freeze a copy of the current pose head as the reference head (used under
@@ -333,14 +327,21 @@ class PosePolicy(nn.Module):
 
     @staticmethod
     def _pose_logp(dist: PoseDistribution, poses: Tensor, valid: Tensor) -> Tensor:
-        if poses.shape != dist.mean.shape:
-            raise ValueError(f"poses must be (N, D) = {tuple(dist.mean.shape)}, got {tuple(poses.shape)}")
-        bad = (~torch.isfinite(poses).all(1) & valid).nonzero()
+        """log N(poses) ``(N,)`` for poses ``(N, D)``, ``(N, K)`` for ``(N, K, D)``; 0 where
+        the row has no valid ``<POSE>``."""
+        n, d = dist.mean.shape
+        if poses.shape != (n, d) and not (poses.dim() == 3 and poses.shape[0] == n and poses.shape[2] == d):
+            raise ValueError(f"poses must be (N, D) = {(n, d)} or (N, K, D), got {tuple(poses.shape)}")
+        flat = poses.reshape(n, -1)
+        bad = (~torch.isfinite(flat).all(1) & valid).nonzero()
         if len(bad):
             raise ValueError(f"poses[{bad[0].item()}] contains NaN/inf but completion "
                              f"{bad[0].item()} has a valid <POSE>")
-        safe = torch.where(valid[:, None], poses, dist.mean.detach()).to(dist.mean.dtype)
-        return torch.where(valid, dist.log_prob(safe), torch.zeros_like(valid, dtype=dist.mean.dtype))
+        mask = valid.reshape(n, *([1] * (poses.dim() - 1)))
+        mean = dist.mean.detach() if poses.dim() == 2 else dist.mean.detach()[:, None]
+        safe = torch.where(mask, poses, mean).to(dist.mean.dtype)
+        logp = dist.log_prob(safe)
+        return torch.where(valid.reshape(n, *([1] * (logp.dim() - 1))), logp, torch.zeros_like(logp))
 
     # ----------------------------------------------------------------- rollouts
     def rollout(self, prompts: Sequence[Any], images: Sequence[Any] | None = None, **kwargs: Any):

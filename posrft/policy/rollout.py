@@ -34,8 +34,9 @@ class RolloutBatch:
     image_counts                  (N,) images per sample (to slice ``pixel_values``)
     pose_valid                    (N,) bool: ``<POSE>`` occurs before EOS
     pose_mean, pose_std, pose_log_std (N, D) head output at ``<POSE>`` (placeholder if invalid)
-    pose                          (N, D) sampled pose (μ when greedy; μ placeholder if invalid)
-    pose_logp                     (N,) log N(pose; μ, σ²) summed over D; 0 where invalid
+    pose                          (N, K, D) K poses sampled from the same N(μ, σ²) (nested pose
+                                  group; μ when greedy; μ placeholders if invalid)
+    pose_logp                     (N, K) log N(pose; μ, σ²) summed over D; 0 where invalid
     completion_texts              decoded completions (special tokens such as ``<POSE>`` kept,
                                   EOS and padding dropped)
     """
@@ -103,8 +104,11 @@ def _decode(policy: "PosePolicy", ids: Tensor, mask: Tensor) -> list[str]:
 @torch.no_grad()
 def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] | None = None, *,
             num_generations: int = 1, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-            max_new_tokens: int = 64, greedy: bool = False, seed: int | None = None) -> RolloutBatch:
-    """Sample ``num_generations`` completions + poses for each prompt in one ``generate`` call.
+            max_new_tokens: int = 64, greedy: bool = False, seed: int | None = None,
+            num_pose_samples: int = 1) -> RolloutBatch:
+    """Sample ``num_generations`` completions + poses for each prompt in one ``generate`` call,
+    and ``num_pose_samples`` poses per completion from its Gaussian (the language model runs once
+    per completion, so extra pose samples cost only the head's sampling).
 
     prompts: strings or chat-message lists; images: one entry per prompt (None / PIL image /
     list). ``greedy`` decodes the text greedily and returns pose = μ (evaluation mode); the
@@ -117,6 +121,8 @@ def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] 
         raise ValueError("rollout needs at least one prompt")
     if num_generations < 1:
         raise ValueError(f"num_generations must be >= 1, got {num_generations}")
+    if num_pose_samples < 1 or (greedy and num_pose_samples != 1):
+        raise ValueError(f"num_pose_samples must be >= 1 (and 1 when greedy), got {num_pose_samples}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if temperature <= 0:
@@ -149,15 +155,19 @@ def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] 
     out = policy.forward_logprobs(prompt_ids, prompt_mask, completion_ids, completion_mask,
                                   pixel_values=inputs.get("pixel_values"), temperature=temperature)
     dist, valid = out.pose_dist, out.pose_valid
+    k = num_pose_samples
     if greedy:
-        pose = dist.mean
+        pose = dist.mean[:, None]
     else:
         generator = None
         if seed is not None:
             generator = torch.Generator(device=device).manual_seed(seed)
-        pose = dist.sample(generator)
-    pose = torch.where(valid[:, None], pose, dist.mean)
-    pose_logp = torch.where(valid, dist.log_prob(pose), torch.zeros_like(pose[:, 0]))
+        noise = torch.randn((k, *dist.mean.shape), generator=generator, dtype=dist.mean.dtype,
+                            device=device).transpose(0, 1)  # (N, K, D); sample 0 as with K = 1
+        pose = dist.mean[:, None] + dist.std[:, None] * noise
+    pose = torch.where(valid[:, None, None], pose, dist.mean[:, None])
+    pose_logp = torch.stack([dist.log_prob(pose[:, j]) for j in range(pose.shape[1])], 1)
+    pose_logp = torch.where(valid[:, None], pose_logp, torch.zeros_like(pose_logp))
     return RolloutBatch(
         prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
         completion_mask=completion_mask, token_logps=out.token_logps,

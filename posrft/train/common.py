@@ -22,14 +22,15 @@ VISION_MARKERS = ("vision_tower", "visual", "vision_model")
 
 
 def build_policy(cfg: BaseTrainConfig) -> PosePolicy:
-    """Load the policy and set which parameters train (LoRA, frozen vision tower, σ range)."""
+    """Load the policy and set which parameters train (LoRA, frozen vision tower) and how the
+    pose head produces σ during RL."""
     if not cfg.model_name_or_path:
         raise ValueError("model_name_or_path is empty: give a model folder (e.g. from "
                          "`posrft model init-tiny`)")  # fmt: skip
     policy = PosePolicy.from_pretrained(cfg.model_name_or_path)
-    lo, hi = getattr(cfg, "log_std_min", None), getattr(cfg, "log_std_max", None)
-    if lo is not None or hi is not None:
-        policy.set_log_std_range(lo, hi)
+    sigma = cfg.sigma_settings() if hasattr(cfg, "sigma_settings") else None
+    if sigma is not None and not sigma.is_default:
+        policy.set_pose_sigma(sigma)  # before LoRA, so the reference head has the same σ
     if cfg.use_peft:
         apply_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
     elif cfg.freeze_vision_tower:

@@ -8,9 +8,11 @@ Shapes: ``N`` samples, ``P`` prompt tokens, ``T`` completion tokens, ``D`` pose 
 
 Per token ``(N, T)``: ``completion_ids``, ``completion_mask``, ``old_token_logps``,
 ``ref_token_logps``.
-Per sample: ``prompt_ids``/``prompt_mask`` ``(N, P)``, ``pose``/``old_pose_mean``/
-``old_pose_log_std``/``ref_pose_mean``/``ref_pose_log_std`` ``(N, D)``, ``pose_valid``,
-``text_advantages``, ``pose_advantages``, ``model_version``, ``image_counts`` ``(N,)``.
+Per sample: ``prompt_ids``/``prompt_mask`` ``(N, P)``, ``old_pose_mean``/``old_pose_log_std``/
+``ref_pose_mean``/``ref_pose_log_std`` ``(N, D)``, ``pose_valid``, ``text_advantages``,
+``model_version``, ``image_counts`` ``(N,)``; the ``K`` pose samples of each rollout ``pose``
+``(N, K, D)`` and their ``pose_advantages`` ``(N, K, 1)`` (one per sample) or ``(N, K, D)``
+(per-joint credit).
 Images: ``pixel_values`` ``(M, C, H, W)``, sample ``i`` owning ``image_counts[i]`` of them.
 
 Built on the learner's rank 0 only (:func:`build_experience`), then split into one contiguous
@@ -19,6 +21,7 @@ shard per rank.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, fields, replace
 from typing import Any, Sequence
@@ -29,6 +32,7 @@ from torch import Tensor
 from posrft.algo import group_normalized_advantages
 from posrft.policy.pose_head import PoseDistribution
 from posrft.train.config import HyGRPOConfig
+from posrft.train.pose_credit import pose_advantages, pose_gradient_cosine, pose_group_size, within_group_std
 from rewards import RewardRunner
 from rewards.api import message_text, reward_columns
 
@@ -75,10 +79,13 @@ class Experience:
         """Build from a :class:`posrft.policy.rollout.RolloutBatch` plus advantages and the
         weights version that sampled each row."""
         n = len(batch)
-        for name, t in (("text_advantages", text_advantages), ("pose_advantages", pose_advantages),
-                        ("model_version", model_version)):  # fmt: skip
+        for name, t in (("text_advantages", text_advantages), ("model_version", model_version)):
             if t.shape != (n,):
                 raise ValueError(f"{name} must be shaped ({n},), got {tuple(t.shape)}")
+        k = batch.pose.shape[1]
+        if pose_advantages.dim() != 3 or pose_advantages.shape[:2] != (n, k):
+            raise ValueError(f"pose_advantages must be shaped ({n}, {k}, 1 or D), got "
+                             f"{tuple(pose_advantages.shape)}")
         return cls(
             prompt_ids=batch.prompt_ids, prompt_mask=batch.prompt_mask,
             completion_ids=batch.completion_ids, completion_mask=batch.completion_mask,
@@ -148,7 +155,8 @@ class ScoredRollouts:
 
 
 def sampling_params(cfg: HyGRPOConfig) -> dict[str, Any]:
-    return {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_completion_length}
+    return {"temperature": cfg.temperature, "top_p": cfg.top_p,
+            "max_new_tokens": cfg.max_completion_length, "num_pose_samples": cfg.num_pose_samples}
 
 
 def as_completions(prompts: Sequence[Any], texts: Sequence[str], g: int) -> list[Any]:
@@ -166,9 +174,16 @@ def build_experience(
     batch: Any,
     model_version: torch.Tensor,
     rewards: RewardRunner,
+    check_gradient: bool = False,
 ) -> ScoredRollouts:
-    """Rewards → advantages → experience for one generated batch (rank 0)."""
-    g = cfg.num_generations
+    """Rewards → advantages → experience for one generated batch (rank 0).
+
+    Every pose sample is scored (``N·K`` rows: each completion repeated for its ``K`` poses);
+    the text reward of a rollout is the mean over its siblings, the pose advantages come from
+    :func:`posrft.train.pose_credit.pose_advantages`. ``check_gradient`` adds the
+    ``grad/pose_cosine`` diagnostic (``pose_grad_check_samples``).
+    """
+    g, k = cfg.num_generations, cfg.num_pose_samples
     n = len(batch)
     prompts = [r["prompt"] for r in rows]
     rep_prompts = [p for p in prompts for _ in range(g)]
@@ -176,43 +191,79 @@ def build_experience(
     ids = [row[m.bool()].tolist() for row, m in zip(batch.completion_ids, batch.completion_mask)]
     # Discrete-only GRPO treats the head as deterministic (the pose is a function of the text):
     # rewards score μ, so the only thing the sampled group varies, and is credited for, is text.
-    pose = batch.pose_mean if cfg.discrete_only else batch.pose
-    poses = [pose[i] if batch.pose_valid[i] else None for i in range(n)]
+    pose = batch.pose_mean[:, None] if cfg.discrete_only else batch.pose  # (N, K, D)
+    valid_rows = batch.pose_valid.cpu().repeat_interleave(k)
 
     t0 = time.perf_counter()
-    scored = rewards(prompts=rep_prompts, completions=completions, completion_ids=ids, poses=poses,
-                     **reward_columns(rows, g))  # fmt: skip
+    scored = _score(rewards, rep_prompts, completions, ids, pose, batch.pose_valid, rows, g)
     t_reward = time.perf_counter() - t0
-    text_adv = group_normalized_advantages(scored.text, g, scale_rewards=cfg.scale_rewards)
-    pose_adv = group_normalized_advantages(scored.pose, g, batch.pose_valid.cpu(), cfg.scale_rewards)
+    text_reward = _sibling_mean(scored.text, k)
+    text_adv = group_normalized_advantages(text_reward, g, scale_rewards=cfg.scale_rewards)
+    pose_adv = pose_advantages(cfg, scored, valid_rows, batch.pose_mean.shape[1] // 6)
     exp = Experience.from_rollout(batch, text_adv.advantages, pose_adv.advantages, model_version)
+    if cfg.discrete_only:
+        exp.pose = batch.pose_mean[:, None]
 
     valid = batch.pose_valid.float()
     lengths = batch.completion_mask.sum(1).float()
     metrics = dict(scored.metrics)
+    metrics.update(within_group_std(scored, pose_group_size(cfg)))
     metrics.update({
-        "reward/text": _nanmean(scored.text), "reward/pose": _nanmean(scored.pose),
+        "reward/text": _nanmean(text_reward), "reward/pose": _nanmean(pose_adv.total),
         "adv/text_abs_mean": text_adv.advantages.abs().mean().item(),
-        "adv/pose_abs_mean": _masked_abs_mean(pose_adv.advantages, valid),
+        "adv/pose_abs_mean": _masked_abs_mean(pose_adv.advantages.abs().mean((1, 2)), valid),
         "adv/zero_std_groups": text_adv.zero_std_groups,
         "adv/pose_zero_std_groups": pose_adv.zero_std_groups,
         "pose/valid_frac": valid.mean().item(),
+        "pose/samples": float(valid.sum().item() * k),
         "pose/sigma": batch.pose_std[batch.pose_valid].mean().item() if valid.any() else float("nan"),
         "completion/mean_length": lengths.mean().item(),
         "completion/max_length": lengths.max().item(),
         "time/reward": t_reward,
     })  # fmt: skip
+    if check_gradient and cfg.pose_grad_check_samples and not cfg.discrete_only:
+        t0 = time.perf_counter()
+
+        def score(fresh: Tensor) -> Tensor:
+            m = fresh.shape[1]
+            extra = _score(rewards.subset(("pose", "both")), rep_prompts, completions, ids, fresh,
+                           batch.pose_valid, rows, g)  # fmt: skip
+            sub = dataclasses.replace(cfg, num_pose_samples=m, pose_advantage_group="siblings")
+            return pose_advantages(sub, extra, batch.pose_valid.cpu().repeat_interleave(m),
+                                   batch.pose_mean.shape[1] // 6).total.view(n, m)
+
+        metrics["grad/pose_cosine"] = pose_gradient_cosine(batch, pose_adv.advantages, score,
+                                                           cfg.pose_grad_check_samples, seed=len(rows))
+        metrics["time/grad_check"] = time.perf_counter() - t0
     table = [
         {"prompt": _prompt_text(rep_prompts[i]), "completion": batch.completion_texts[i],
          "pose_valid": bool(batch.pose_valid[i]), "text_advantage": float(text_adv.advantages[i]),
-         "pose_advantage": float(pose_adv.advantages[i]),
-         **{name: float(scored.per_func[i, k]) for k, name in enumerate(scored.names)}}
+         "pose_advantage": float(pose_adv.advantages[i, 0].mean()),
+         **{name: float(scored.per_func[i * k, j]) for j, name in enumerate(scored.names)}}
         for i in range(min(n, 2 * g))
     ]  # fmt: skip
     grouped_valid = batch.pose_valid.view(-1, g)
     first = grouped_valid.float().argmax(1)
     pick = torch.arange(len(rows)) * g + first
-    return ScoredRollouts(exp, metrics, table, batch.pose[pick], grouped_valid.any(1))
+    return ScoredRollouts(exp, metrics, table, batch.pose[pick, 0], grouped_valid.any(1))
+
+
+def _score(rewards: RewardRunner, rep_prompts: list[Any], completions: list[Any], ids: list[Any],
+           pose: Tensor, pose_valid: Tensor, rows: list[dict[str, Any]], g: int) -> Any:
+    """Score ``pose`` ``(N, K, D)`` of ``N = len(rows)·g`` rollouts: every completion (and its
+    prompt, ids and dataset columns) repeated for each of its K poses, row ``i·K + k``."""
+    n, k = pose.shape[0], pose.shape[1]
+    flat = pose.reshape(n * k, -1)
+    poses = [flat[j] if pose_valid[j // k] else None for j in range(n * k)]
+    return rewards(prompts=[p for p in rep_prompts for _ in range(k)],
+                   completions=[c for c in completions for _ in range(k)],
+                   completion_ids=[x for x in ids for _ in range(k)], poses=poses,
+                   **reward_columns(rows, g * k))  # fmt: skip
+
+
+def _sibling_mean(x: Tensor, k: int) -> Tensor:
+    """``(N·K,)`` → ``(N,)`` mean over each rollout's K siblings, NaN ones skipped (NaN if all)."""
+    return torch.nanmean(x.view(-1, k), 1)
 
 
 def _nanmean(x: torch.Tensor) -> float:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -48,21 +49,20 @@ log = logging.getLogger("posrft.train")
 
 
 def make_rollout_pool(cfg: HyGRPOConfig) -> Any:
-    """The Ray pool (``num_rollout_workers >= 1``) or the in-process one, with the learner's
-    σ-range override so both sides sample from the same head."""
-    log_std_range = None
-    if cfg.log_std_min is not None or cfg.log_std_max is not None:
-        log_std_range = (cfg.log_std_min, cfg.log_std_max)
+    """The Ray pool (``num_rollout_workers >= 1``) or the in-process one, sampling with the
+    learner's RL σ settings so both sides use the same head."""
+    sigma = cfg.sigma_settings()
+    pose_sigma = None if sigma.is_default else dataclasses.asdict(sigma)
     if cfg.num_rollout_workers == 0:
         from posrft.rollout import LocalRolloutPool
 
-        return LocalRolloutPool(cfg.model_name_or_path, log_std_range=log_std_range)
+        return LocalRolloutPool(cfg.model_name_or_path, pose_sigma=pose_sigma)
     from posrft.rollout import RolloutPool
 
     return RolloutPool(cfg.model_name_or_path, cfg.num_rollout_workers,
                        num_cpus_per_worker=cfg.worker_num_cpus,
                        num_gpus_per_worker=cfg.worker_num_gpus, ray_address=cfg.ray_address,
-                       log_std_range=log_std_range)  # fmt: skip
+                       pose_sigma=pose_sigma)  # fmt: skip
 
 
 class GenerationQueue:
@@ -206,7 +206,9 @@ def run_hygrpo(cfg: HyGRPOConfig) -> Path:
             shards, scored, rows = None, None, None
             if main:
                 rows, result = queue.take(step)
-                scored = build_experience(cfg, rows, result.batch, result.model_version, rewards)
+                logs_now = (step + 1) % cfg.logging_steps == 0 or step + 1 == cfg.max_steps
+                scored = build_experience(cfg, rows, result.batch, result.model_version, rewards,
+                                          check_gradient=logs_now)  # fmt: skip
                 scored.metrics.update({f"rollout/{k}": v for k, v in result.metrics.items()})
                 scored.metrics["time/rollout"] = result.metrics["rollout_s"]
                 age = (step - result.model_version).float()

@@ -3,6 +3,7 @@
     L = w_text · CE(response tokens) + w_pose · L_pose,
     L_pose = -1/D Σ_d log N(p*_d; μ_d, σ_d²)       (pose_loss="nll": trains μ and σ)
            = 1/D ‖μ - p*‖²                          (pose_loss="l2": deterministic baseline)
+           (and "l2_nll", "beta_nll": see :func:`pose_loss_per_sample`)
 
 averaged over the samples whose target contains ``<POSE>``. Each optimizer step consumes
 ``per_device_train_batch_size × num_processes × gradient_accumulation_steps`` rows drawn by a
@@ -21,6 +22,7 @@ import torch
 from accelerate.utils import set_seed
 
 from posrft.data.splits import load_split
+from posrft.policy.pose_head import PoseDistribution
 from posrft.policy.prompts import encode_prompts
 from posrft.train.accelerator import make_accelerator
 from posrft.train.common import build_policy, export_policy, gather_mean
@@ -29,17 +31,36 @@ from posrft.train.data import PromptSampler, encode_completions
 from posrft.train.loop import Learner
 
 
+def pose_loss_per_sample(dist: Any, gt_pose: torch.Tensor, kind: str, beta: float = 0.5) -> torch.Tensor:
+    """Pose loss of each sample ``(N,)``, averaged over the D dimensions:
+
+        nll       -log N(p*; μ, σ²)                          (μ's gradient is scaled by 1/σ²)
+        l2        (μ - p*)²                                   (σ untrained)
+        l2_nll    (μ - p*)² - log N(p*; sg(μ), σ²)            (μ as l2, σ fitted to μ's error)
+        beta_nll  -sg(σ^2β) · log N(p*; μ, σ²)                (β = 1: μ as l2, σ as nll)
+
+    ``sg`` is stop-gradient.
+    """
+    if kind == "nll":
+        return -dist.log_prob(gt_pose, per_dim=True).mean(-1)
+    l2 = (dist.mean - gt_pose) ** 2
+    if kind == "l2":
+        return l2.mean(-1)
+    if kind == "l2_nll":
+        return (l2 - PoseDistribution(dist.mean.detach(), dist.log_std).log_prob(gt_pose, per_dim=True)).mean(-1)
+    if kind == "beta_nll":
+        weight = (2 * beta * dist.log_std).exp().detach()
+        return -(weight * dist.log_prob(gt_pose, per_dim=True)).mean(-1)
+    raise ValueError(f"pose_loss must be one of nll, l2, l2_nll, beta_nll; got {kind!r}")
+
+
 def sft_losses(policy_out: Any, completion_mask: torch.Tensor, gt_pose: torch.Tensor,
-               pose_loss: str) -> tuple[torch.Tensor, torch.Tensor, int]:  # fmt: skip
+               pose_loss: str, beta: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, int]:  # fmt: skip
     """(text CE, pose loss, number of rows with a ``<POSE>``) for one micro-batch."""
     mask = completion_mask.to(policy_out.token_logps.dtype)
     text = -(policy_out.token_logps * mask).sum() / mask.sum().clamp(min=1)
     valid = policy_out.pose_valid
-    dist = policy_out.pose_dist
-    if pose_loss == "nll":
-        per_sample = -dist.log_prob(gt_pose, per_dim=True).mean(-1)
-    else:
-        per_sample = ((dist.mean - gt_pose) ** 2).mean(-1)
+    per_sample = pose_loss_per_sample(policy_out.pose_dist, gt_pose, pose_loss, beta)
     w = valid.to(per_sample.dtype)
     pose = (per_sample * w).sum() / w.sum().clamp(min=1)
     return text, pose, int(valid.sum())
@@ -82,7 +103,8 @@ def run_sft(cfg: SFTConfig) -> Path:
                 out = model(enc.input_ids, enc.attention_mask, comp_ids, comp_mask,
                             pixel_values=enc.pixel_values)  # fmt: skip
                 text, pose, n_valid = sft_losses(out, comp_mask.to(out.token_logps.device),
-                                                 gt.to(out.token_logps.device), cfg.pose_loss)  # fmt: skip
+                                                 gt.to(out.token_logps.device), cfg.pose_loss,
+                                                 cfg.beta_nll_beta)  # fmt: skip
                 learner.backward(cfg.text_loss_weight * text + cfg.pose_loss_weight * pose)
             sums["loss/sft_text"] += text.item() / k
             sums["loss/sft_pose"] += pose.item() / k
