@@ -75,16 +75,21 @@ class MultimodalInputs:
     """Extra model inputs of ``num_samples`` samples (see the module docstring).
 
     tensors: key → tensor; specs: key → :class:`InputSpec`; rows: packed key → ``(N,)`` int64
-    rows owned by each sample.
+    rows owned by each sample; image_counts: ``(N,)`` images of each sample (default none).
     """
 
     num_samples: int
     tensors: dict[str, Tensor] = field(default_factory=dict)
     specs: dict[str, InputSpec] = field(default_factory=dict)
     rows: dict[str, Tensor] = field(default_factory=dict)
+    image_counts: Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.num_samples
+        if self.image_counts is None:
+            self.image_counts = torch.zeros(n, dtype=torch.long)
+        if self.image_counts.shape != (n,):
+            raise ValueError(f"image_counts must be shaped ({n},), got {tuple(self.image_counts.shape)}")
         for key, t in self.tensors.items():
             spec = self.specs.get(key)
             if spec is None:
@@ -144,7 +149,8 @@ class MultimodalInputs:
                 rows[key] = counts[idx].to(self.rows[key].device)
             else:
                 tensors[key] = t[idx.to(t.device)]
-        return MultimodalInputs(len(idx), tensors, dict(self.specs), rows)
+        return MultimodalInputs(len(idx), tensors, dict(self.specs), rows,
+                                self.image_counts[idx.to(self.image_counts.device)])
 
     @staticmethod
     def concat(parts: Sequence["MultimodalInputs"],
@@ -186,7 +192,8 @@ class MultimodalInputs:
                 tensors[key] = _cat_padded(pieces)
             if spec.layout in PACKED:
                 rows[key] = torch.cat(counts)
-        return MultimodalInputs(total, tensors, specs, rows)
+        images = torch.cat([p.image_counts.cpu() for p in parts])
+        return MultimodalInputs(total, tensors, specs, rows, images)
 
     def repeat_interleave(self, repeats: int) -> "MultimodalInputs":
         """Each sample ``repeats`` times in a row (G generations of one prompt)."""
@@ -199,22 +206,28 @@ class MultimodalInputs:
             return self
         tensors = {k: (t[:, first:] if self.specs[k].layout is Layout.PROMPT else t)
                    for k, t in self.tensors.items()}
-        return MultimodalInputs(self.num_samples, tensors, dict(self.specs), dict(self.rows))
+        return MultimodalInputs(self.num_samples, tensors, dict(self.specs), dict(self.rows),
+                                self.image_counts)
 
     def pad_prompt(self, width: int) -> "MultimodalInputs":
         """Left-pad ``PROMPT`` keys to ``width`` columns (the prompt was padded the same way)."""
         tensors = {k: (_left_pad(t, width) if self.specs[k].layout is Layout.PROMPT else t)
                    for k, t in self.tensors.items()}
-        return MultimodalInputs(self.num_samples, tensors, dict(self.specs), dict(self.rows))
+        return MultimodalInputs(self.num_samples, tensors, dict(self.specs), dict(self.rows),
+                                self.image_counts)
 
     def model_kwargs(self, completion_tokens: int = 0, device: torch.device | str | None = None,
                      dtype: torch.dtype | None = None) -> dict[str, Tensor]:
         """Keyword arguments for the HF model over prompt + ``completion_tokens`` tokens:
         ``PROMPT`` keys extended with their completion value, floating tensors (pixels) cast to
-        ``dtype``, everything moved to ``device``."""
+        ``dtype``, everything moved to ``device``. Samples without any image get no image
+        inputs at all (a vision tower run on zero images fails in several families)."""
         out: dict[str, Tensor] = {}
+        no_images = int(self.image_counts.sum()) == 0
         for key, t in self.tensors.items():
             spec = self.specs[key]
+            if no_images and spec.layout is not Layout.PROMPT:
+                continue
             if spec.layout is Layout.PROMPT and completion_tokens:
                 tail = t.new_full((t.shape[0], completion_tokens), spec.completion_value)
                 t = torch.cat([t, tail], 1)
@@ -225,12 +238,13 @@ class MultimodalInputs:
 
     def to(self, device: torch.device | str) -> "MultimodalInputs":
         return MultimodalInputs(self.num_samples, {k: t.to(device) for k, t in self.tensors.items()},
-                                dict(self.specs), {k: r.to(device) for k, r in self.rows.items()})
+                                dict(self.specs), {k: r.to(device) for k, r in self.rows.items()},
+                                self.image_counts.to(device))
 
     # ------------------------------------------------------------------ building
     @classmethod
     def from_sample(cls, encoded: Mapping[str, Tensor], specs: Mapping[str, InputSpec],
-                    where: str, ignored: Sequence[str] = ()) -> "MultimodalInputs":
+                    where: str, ignored: Sequence[str] = (), num_images: int = 0) -> "MultimodalInputs":
         """One sample's processor output (batch of 1; ``input_ids``/``attention_mask`` and the
         ``ignored`` keys skipped); a key without a spec raises, naming it and ``where`` (the
         family)."""
@@ -252,4 +266,4 @@ class MultimodalInputs:
                 raise ValueError(f"{where}: {key!r} of one sample has {t.shape[0]} rows")
             tensors[key] = t
             used[key] = spec
-        return cls(1, tensors, used, rows)
+        return cls(1, tensors, used, rows, torch.tensor([num_images], dtype=torch.long))

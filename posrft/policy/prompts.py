@@ -155,7 +155,7 @@ def encode_prompts(processing: Any, prompts: Sequence[Prompt], images: Sequence[
             enc = processing(text=[text], images=[per_prompt[i]] if per_prompt[i] else None,
                              return_tensors="pt", add_special_tokens=False)
             extras.append(MultimodalInputs.from_sample(enc, family.inputs, family.title,
-                                                      family.ignored_outputs))
+                                                      family.ignored_outputs, len(per_prompt[i])))
         else:
             enc = processing([text], return_tensors="pt", add_special_tokens=False)
             extras.append(MultimodalInputs(1))

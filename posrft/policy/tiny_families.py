@@ -28,7 +28,7 @@ from posrft.policy.tiny import POSE_TOKEN, make_tokenizer
 
 #: small text-model settings shared by every family (hidden 32, 2 layers, head_dim 8)
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=1024)
+            num_key_value_heads=2, max_position_embeddings=1024, initializer_range=0.2)
 #: vision towers: 2 layers, hidden 32
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 
@@ -150,8 +150,11 @@ def _gemma3(tok: Any) -> tuple[Any, Any]:
         mm_tokens_per_image=4, boi_token_index=ids("<start_of_image>"),
         eoi_token_index=ids("<end_of_image>"), image_token_index=ids("<image_soft_token>"),
         tie_word_embeddings=False)
-    return (Gemma3ForConditionalGeneration(config),
-            Gemma3ImageProcessorPil(size={"height": 56, "width": 56}))
+    model = Gemma3ForConditionalGeneration(config)
+    # Gemma 3 initialises its image projection to zero, so a fresh model ignores its images;
+    # a released one has trained weights there
+    torch.nn.init.normal_(model.model.multi_modal_projector.mm_input_projection_weight, std=0.1)
+    return model, Gemma3ImageProcessorPil(size={"height": 56, "width": 56})
 
 
 def _idefics3(tok: Any, smolvlm: bool = False) -> tuple[Any, Any]:
