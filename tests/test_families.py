@@ -360,3 +360,10 @@ def test_an_unlisted_processor_output_is_an_error_not_dropped(family_dirs):
                                             if k != "image_grid_thw"})
     with pytest.raises(ValueError, match="returned 'image_grid_thw', which the family registry does not list"):
         encode_prompts(policy.processing, ["a"], [_images(0, [56])], True, family)
+
+
+def test_skeletonllm_names_a_family_its_pixel_path_does_not_support(family_dirs):
+    from posrft.skeleton.model import SkeletonLLM
+
+    with pytest.raises(ValueError, match="needs a LLaVA-style model.*Qwen2.5-VL is not supported"):
+        SkeletonLLM.from_pretrained(family_dirs("qwen2_5_vl"))
