@@ -277,6 +277,7 @@ def test_hygrpo_lora_step_reference_and_round_trip(family_dirs, name, nudge_logi
     # lora_A has no gradient while B = 0; everything else that trains moved, nothing else did
     assert changed == lora_b | projector | head
     assert trainable == changed | {k for k in trainable if "lora_A" in k}
+    assert not any(policy.family.is_vision(k) for k in trainable)  # no LoRA in the vision tower
 
     # save / load: the LoRA checkpoint and the merged one (what rollout workers load)
     probe = batch.select([0, n - 1])

@@ -129,10 +129,6 @@ class MultimodalInputs:
     def get(self, key: str) -> Tensor | None:
         return self.tensors.get(key)
 
-    @property
-    def empty(self) -> bool:
-        return not self.tensors
-
     # ------------------------------------------------------------------ row operations
     def select(self, indices: Sequence[int] | Tensor) -> "MultimodalInputs":
         """Samples ``indices`` (any order, repeats allowed); packed rows follow their sample."""
