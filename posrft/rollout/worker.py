@@ -48,8 +48,10 @@ def check_sampling(sampling: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def batch_to_cpu(batch: RolloutBatch) -> RolloutBatch:
-    return replace(batch, **{f.name: getattr(batch, f.name).cpu() for f in fields(batch)
-                             if isinstance(getattr(batch, f.name), Tensor)})
+    """The batch with every tensor (model inputs included) on the CPU, ready for Ray."""
+    moved = {f.name: getattr(batch, f.name).cpu() for f in fields(batch)
+             if isinstance(getattr(batch, f.name), Tensor)}
+    return replace(batch, mm_inputs=batch.mm_inputs.to("cpu"), **moved)
 
 
 class RolloutWorker:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from accelerate import Accelerator
 
-from posrft.policy.lora import apply_lora, merge_lora
+from posrft.policy.lora import apply_lora, freeze_vision_tower, merge_lora
 from posrft.policy.model import PosePolicy
 from posrft.train.config import BaseTrainConfig
 
@@ -17,8 +17,6 @@ if TYPE_CHECKING:
     from posrft.train.loop import Learner
 
 log = logging.getLogger("posrft.train")
-
-VISION_MARKERS = ("vision_tower", "visual", "vision_model")
 
 
 def build_policy(cfg: BaseTrainConfig) -> PosePolicy:
@@ -33,10 +31,8 @@ def build_policy(cfg: BaseTrainConfig) -> PosePolicy:
         policy.set_pose_sigma(sigma)  # before LoRA, so the reference head has the same σ
     if cfg.use_peft:
         apply_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
-    elif cfg.freeze_vision_tower:
-        for name, p in policy.named_parameters():
-            if any(m in name for m in VISION_MARKERS):
-                p.requires_grad_(False)
+    elif cfg.freeze_vision_tower:  # the family registry names the tower
+        freeze_vision_tower(policy)
     return policy
 
 

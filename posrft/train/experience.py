@@ -13,7 +13,9 @@ Per sample: ``prompt_ids``/``prompt_mask`` ``(N, P)``, ``old_pose_mean``/``old_p
 ``model_version``, ``image_counts`` ``(N,)``; the ``K`` pose samples of each rollout ``pose``
 ``(N, K, D)`` and their ``pose_advantages`` ``(N, K, 1)`` (one per sample) or ``(N, K, D)``
 (per-joint credit).
-Images: ``pixel_values`` ``(M, C, H, W)``, sample ``i`` owning ``image_counts[i]`` of them.
+Model inputs besides the tokens (pixels, image grids, token types): ``mm_inputs``, a
+:class:`~posrft.policy.mm_inputs.MultimodalInputs` that knows which rows each sample owns, so
+selecting samples is right for per-image tensors and Qwen-VL's flat patches alike.
 
 Built on the learner's rank 0 only (:func:`build_experience`), then split into one contiguous
 shard per rank.
@@ -30,6 +32,7 @@ import torch
 from torch import Tensor
 
 from posrft.algo import group_normalized_advantages
+from posrft.policy.mm_inputs import MultimodalInputs
 from posrft.policy.pose_head import PoseDistribution
 from posrft.train.config import HyGRPOConfig
 from posrft.train.pose_credit import pose_advantages, pose_gradient_cosine, pose_group_size, within_group_std
@@ -54,13 +57,17 @@ class Experience:
     pose_advantages: Tensor
     model_version: Tensor
     image_counts: Tensor
-    pixel_values: Tensor | None = None
+    mm_inputs: MultimodalInputs | None = None
     ref_token_logps: Tensor | None = None
     ref_pose_mean: Tensor | None = None
     ref_pose_log_std: Tensor | None = None
 
     def __len__(self) -> int:
         return self.completion_ids.shape[0]
+
+    @property
+    def pixel_values(self) -> Tensor | None:
+        return None if self.mm_inputs is None else self.mm_inputs.get("pixel_values")
 
     @property
     def old_pose_dist(self) -> PoseDistribution:
@@ -77,12 +84,15 @@ class Experience:
     def from_rollout(cls, batch: Any, text_advantages: Tensor, pose_advantages: Tensor,
                      model_version: Tensor) -> "Experience":
         """Build from a :class:`posrft.policy.rollout.RolloutBatch` plus advantages and the
-        weights version that sampled each row."""
+        weights version that sampled each row. ``pose_advantages``: ``(N, K, 1 or D)``, or
+        ``(N,)`` for one per rollout."""
         n = len(batch)
         for name, t in (("text_advantages", text_advantages), ("model_version", model_version)):
             if t.shape != (n,):
                 raise ValueError(f"{name} must be shaped ({n},), got {tuple(t.shape)}")
         k = batch.pose.shape[1]
+        if pose_advantages.shape == (n,):  # one advantage per rollout, shared by its K poses
+            pose_advantages = pose_advantages[:, None, None].expand(n, k, 1)
         if pose_advantages.dim() != 3 or pose_advantages.shape[:2] != (n, k):
             raise ValueError(f"pose_advantages must be shaped ({n}, {k}, 1 or D), got "
                              f"{tuple(pose_advantages.shape)}")
@@ -93,23 +103,20 @@ class Experience:
             old_pose_mean=batch.pose_mean, old_pose_log_std=batch.pose_log_std,
             text_advantages=text_advantages.float(), pose_advantages=pose_advantages.float(),
             model_version=model_version.long(), image_counts=batch.image_counts,
-            pixel_values=batch.pixel_values,
+            mm_inputs=batch.mm_inputs,
         )  # fmt: skip
 
     def select(self, indices: Sequence[int] | Tensor) -> "Experience":
-        """Rows ``indices`` (a shard or micro-batch), images sliced to match, padding trimmed."""
+        """Rows ``indices`` (a shard or micro-batch), model inputs sliced to match, padding
+        trimmed."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         updates: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name != "pixel_values" and isinstance(value, Tensor):
+            if isinstance(value, Tensor):
                 updates[f.name] = value[idx]
-        if self.pixel_values is not None:
-            ends = self.image_counts.cumsum(0)
-            starts = ends - self.image_counts
-            parts = [self.pixel_values[starts[i] : ends[i]] for i in idx.tolist()]
-            kept = [p for p in parts if p.shape[0]]
-            updates["pixel_values"] = torch.cat(kept) if kept else None
+        if self.mm_inputs is not None:
+            updates["mm_inputs"] = self.mm_inputs.select(idx)
         return _trim_padding(replace(self, **updates))
 
     def chunks(self, size: int) -> list["Experience"]:
@@ -124,8 +131,11 @@ class Experience:
         return self.chunks(n // num_shards)
 
     def to(self, device: torch.device | str) -> "Experience":
-        return replace(self, **{f.name: getattr(self, f.name).to(device)
-                                for f in fields(self) if isinstance(getattr(self, f.name), Tensor)})  # fmt: skip
+        moved: dict[str, Any] = {f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                 if isinstance(getattr(self, f.name), Tensor)}  # fmt: skip
+        if self.mm_inputs is not None:
+            moved["mm_inputs"] = self.mm_inputs.to(device)
+        return replace(self, **moved)
 
 
 def _trim_padding(exp: Experience) -> Experience:
@@ -137,6 +147,8 @@ def _trim_padding(exp: Experience) -> Experience:
     t = max(int(lengths.max()) if lengths.numel() else 0, 1)
     updates: dict[str, Any] = {"prompt_ids": exp.prompt_ids[:, first:],
                                "prompt_mask": exp.prompt_mask[:, first:]}  # fmt: skip
+    if exp.mm_inputs is not None:  # prompt-aligned inputs (token types) lose the same columns
+        updates["mm_inputs"] = exp.mm_inputs.trim_prompt(first)
     for name in PER_TOKEN:
         value = getattr(exp, name)
         if value is not None:

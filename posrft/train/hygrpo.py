@@ -129,7 +129,7 @@ def _reference(learner: Learner, ref: Any, exp: Experience, cfg: HyGRPOConfig) -
     with ctx as ref_policy:
         for mb in exp.chunks(cfg.per_device_train_batch_size):
             out = ref_policy.forward_logprobs(mb.prompt_ids, mb.prompt_mask, mb.completion_ids,
-                                              mb.completion_mask, pixel_values=mb.pixel_values,
+                                              mb.completion_mask, mm_inputs=mb.mm_inputs,
                                               temperature=cfg.temperature)  # fmt: skip
             tok.append(torch.nn.functional.pad(out.token_logps.cpu(), (0, width - out.token_logps.shape[1])))
             mean.append(out.pose_dist.mean.cpu())
@@ -152,7 +152,7 @@ def _update(learner: Learner, exp: Experience, cfg: HyGRPOConfig) -> dict[str, f
                 mb = mb.to(learner.acc.device)
                 with learner.accumulate():
                     out = model(mb.prompt_ids, mb.prompt_mask, mb.completion_ids, mb.completion_mask,
-                                pixel_values=mb.pixel_values, temperature=cfg.temperature)  # fmt: skip
+                                mm_inputs=mb.mm_inputs, temperature=cfg.temperature)  # fmt: skip
                     res = hygrpo_loss(
                         token_logps=out.token_logps, old_token_logps=mb.old_token_logps,
                         ref_token_logps=mb.ref_token_logps, completion_mask=mb.completion_mask,

@@ -94,14 +94,14 @@ def run_sft(cfg: SFTConfig) -> Path:
             rows = data.select(sampler.next(bs * world)[rank * bs:(rank + 1) * bs])
             prompts, completions = rows["prompt"], rows["completion"]
             enc = encode_prompts(policy.processing, prompts, rows["images"] if use_images else None,
-                                 policy.multimodal)  # fmt: skip
+                                 policy.multimodal, policy.family)  # fmt: skip
             comp_ids, comp_mask = encode_completions(policy, prompts, completions)
             gt = torch.tensor(rows["gt_pose_6d"], dtype=torch.float32)
             if gt.shape[1] != dim:
                 raise ValueError(f"gt_pose_6d has {gt.shape[1]} values per row, the policy predicts {dim}")
             with learner.accumulate():
                 out = model(enc.input_ids, enc.attention_mask, comp_ids, comp_mask,
-                            pixel_values=enc.pixel_values)  # fmt: skip
+                            mm_inputs=enc.mm_inputs)  # fmt: skip
                 text, pose, n_valid = sft_losses(out, comp_mask.to(out.token_logps.device),
                                                  gt.to(out.token_logps.device), cfg.pose_loss,
                                                  cfg.beta_nll_beta)  # fmt: skip
