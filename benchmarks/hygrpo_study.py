@@ -14,11 +14,11 @@ Stages (each resumable: a finished run leaves ``WORK/<run>/result.json`` and is 
 4. control: supervised L2 on μ continued from the same start with the same prompts (as many
    prompt visits as the RL runs make), at two learning rates, the better on val reported.
 
-Each variant changes one thing relative to ``base`` (K = 8 pose samples per text rollout,
+Each variant changes one thing relative to ``base`` (K = 16 pose samples per text rollout,
 per-joint credit, fixed σ, no KL), so its row shows what that option is worth:
 
-    base                K 8, per-joint credit, σ fixed 0.05, β 0, pose groups over the prompt
-    K1 / K4 / K16       nested pose samples per text rollout (K 1 is the paper)
+    base                K 16, per-joint credit, σ fixed 0.05, β 0, pose groups over the prompt
+    K1 / K4             nested pose samples per text rollout (K 1 is the paper)
     no_credit           one advantage per pose sample (no per-joint credit)
     siblings            pose advantages normalised over the K siblings, not the prompt's V×K
     sigma_learned       exploration σ as the SFT head predicts it
@@ -53,8 +53,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "data": 6000, "eval_val": 200, "eval_test": 400, "seeds": [0, 1, 2],
         "sft": {"max_steps": 2000, "learning_rate": 1e-3, "per_device_train_batch_size": 16,
                 "pose_loss_weight": 10.0},
-        "rl": {"max_steps": 150, "learning_rate": 1e-4, "per_device_train_batch_size": 64,
-               "num_generations": 4, "num_pose_samples": 8, "max_completion_length": 32,
+        "rl": {"max_steps": 100, "learning_rate": 1e-4, "per_device_train_batch_size": 64,
+               "num_generations": 4, "num_pose_samples": 16, "max_completion_length": 32,
                "beta": 0.0, "pose_beta": 0.0, "pose_sigma": "fixed", "pose_sigma_value": 0.05,
                "per_joint_credit": True, "logging_steps": 10, "pose_grad_check_samples": 256},
         "control_lrs": [1e-4, 1e-3],
@@ -75,7 +75,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
     "K1": {"num_pose_samples": 1},
     "K4": {"num_pose_samples": 4},
-    "K16": {"num_pose_samples": 16},
     "no_credit": {"per_joint_credit": False},
     "siblings": {"pose_advantage_group": "siblings"},
     "sigma_learned": {"pose_sigma": "learned", "pose_sigma_value": None},
@@ -248,14 +247,21 @@ def main(argv: list[str] | None = None) -> None:
         synth_dataset("text2pose", n=s["data"], out=data, seed=0)
     if not (base / "config.json").is_file():
         build_tiny_text_model(base, seed=0)
-    results: dict[str, Any] = {"sft": {loss: sft_stage(work, data, base, loss, s) for loss in SFT_LOSSES}}
+    results: dict[str, Any] = {"sft": {"l2_nll": sft_stage(work, data, base, "l2_nll", s)}, "rl": {}}
     start = work / "sft_l2_nll" / "final"
-    results["rl"] = {name: [rl_stage(work, data, start, name, seed, s) for seed in s["seeds"]]
-                     for name in args.variants}  # fmt: skip
     prompts = s["rl"]["max_steps"] * s["rl"]["per_device_train_batch_size"] // s["rl"]["num_generations"]
+    # the criteria first (base and the control), then the ablations; the report is rewritten
+    # after every stage, so a long run can be read (and resumed) part way
+    results["rl"]["base"] = [rl_stage(work, data, start, "base", seed, s) for seed in s["seeds"]]
     results["control"] = {lr: [control_stage(work, data, start, lr, seed, prompts, s) for seed in s["seeds"]]
                           for lr in s["control_lrs"]}  # fmt: skip
     headline = report(results, s, args.out, time.perf_counter() - t0)
+    for name in [v for v in args.variants if v != "base"]:
+        results["rl"][name] = [rl_stage(work, data, start, name, seed, s) for seed in s["seeds"]]
+        headline = report(results, s, args.out, time.perf_counter() - t0)
+    for loss in SFT_LOSSES[1:]:
+        results["sft"][loss] = sft_stage(work, data, base, loss, s)
+        headline = report(results, s, args.out, time.perf_counter() - t0)
     print(json.dumps(headline))
 
 

@@ -40,7 +40,7 @@ def test_metrics_match_an_independent_computation(tiny_model_dir, text2pose_dir,
 
     rows = load_from_disk(str(text2pose_dir))["test"]
     out = policy.rollout(rows["prompt"], greedy=True, max_new_tokens=4)
-    pred = pose_to_joints()(out.pose.float()).double().numpy()
+    pred = pose_to_joints()(out.pose[:, 0].float()).double().numpy()
     gt = np.asarray(rows["gt_joints"], dtype=np.float64)
     pred, gt = pred - pred[:, :1], gt - gt[:, :1]
     expected = np.linalg.norm(pred - gt, axis=-1).mean() * 1000
@@ -50,14 +50,23 @@ def test_metrics_match_an_independent_computation(tiny_model_dir, text2pose_dir,
     model = RetrievalModel.from_pretrained(retrieval)
     with torch.no_grad():
         t = model.embed_texts(rows["caption"]).double().numpy()
-        p = model.embed_poses(out.pose.float()).double().numpy()
+        p = model.embed_poses(out.pose[:, 0].float()).double().numpy()
     sim = t @ p.T
     # 8 samples, k >= 8: every recall is 1 — use the p2t/t2p R@5 to check the direction too
     assert res["retrieval"]["t2p_r@5"] == pytest.approx(_numpy_recall(sim, 5))
     assert res["retrieval"]["p2t_r@5"] == pytest.approx(_numpy_recall(sim.T, 5))
     six = [res["retrieval"][f"{d}_r@{k}"] for d in ("t2p", "p2t") for k in (5, 10, 20)]
-    assert res["retrieval"]["mrecall"] == pytest.approx(np.mean(six))
+    assert res["retrieval"]["mrecall"] == res["retrieval"]["mrecall_poserft"] == pytest.approx(np.mean(six))
+    r1 = [_numpy_recall(sim, 1), _numpy_recall(sim.T, 1)]
+    assert res["retrieval"]["t2p_r@1"] == pytest.approx(r1[0])
+    posescript = r1 + [res["retrieval"][f"{d}_r@{k}"] for d in ("t2p", "p2t") for k in (5, 10)]
+    assert res["retrieval"]["mrecall_posescript"] == pytest.approx(np.mean(posescript))
+    assert res["retrieval"]["mrecall_unipose"] == pytest.approx(np.mean(posescript + six[2::3]))
     assert set(res["reference"]) == set(res["retrieval"])  # GT poses scored by the same evaluator
+    both = evaluate_model(tiny_model_dir, text2pose_dir, "text2pose", split="test", policy=policy,
+                          retrieval_model={"eval": retrieval, "reward": model}, max_new_tokens=4)
+    assert both["retrieval_by_model"]["eval"] == both["retrieval_by_model"]["reward"]
+    assert both["retrieval_by_model"]["eval"]["retrieval"] == both["retrieval"]
 
 
 def test_a_sample_without_pose_stays_in_the_gallery_as_a_miss(tiny_model_dir, text2pose_dir, retrieval, nudge_logits):

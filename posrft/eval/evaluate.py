@@ -5,10 +5,18 @@ answer-format accuracy (:mod:`posrft.eval.pose_eval`).
 
 Retrieval (text→pose tasks with a ``caption`` column, given an *evaluation* retrieval model —
 never the one the semantic reward used, DESIGN §1): the policy's pose for caption ``i`` is the
-gallery item of caption ``i``; recalls R@k (k = 5, 10, 20) text→pose and pose→text over the full
-split and over random pools of 32 (:func:`posrft.eval.metrics.retrieval_recalls`), and
+gallery item of caption ``i``; recalls R@k (k = 1, 5, 10, 20) text→pose and pose→text over the
+full split and over random pools of 32 (:func:`posrft.eval.metrics.retrieval_recalls`). The
+papers average different recalls into their "mRecall"; each convention is reported by name:
 
-    mRecall = mean of the six full-split recalls (t2p, p2t × R@5, R@10, R@20)   (PoseScript)
+    mrecall_posescript = mean(t2p, p2t × R@1, R@5, R@10)          (PoseScript)
+    mrecall_poserft    = mean(t2p, p2t × R@5, R@10, R@20)         (Pose-RFT; also ``mrecall``)
+    mrecall_unipose    = mean(t2p, p2t × R@1, R@5, R@10, R@20)    (UniPose)
+    mrecall_pool32     = mean of the pooled recalls (R@1/5/10/20, both directions)
+
+Several retrieval models can score the same predictions (``retrieval_model`` as a mapping
+name → model): e.g. the independent evaluator *and* the semantic reward's own model, to measure
+how much of a gain is the reward model being fitted rather than the poses improving.
 
 A sample without a valid ``<POSE>`` keeps its place in the gallery with the rest pose (it is a
 miss, not dropped). ``reference`` holds the same recalls for the ground-truth poses: the
@@ -31,7 +39,9 @@ from posrft.eval.pose_eval import Predictions, pose_metrics, predict_poses
 from posrft.files import atomic_write_json, atomic_write_text
 
 TASKS = ("text2pose", "image2pose")
-RETRIEVAL_KS = (5, 10, 20)
+RETRIEVAL_KS = (1, 5, 10, 20)
+#: Which recalls each paper averages into its mRecall (both directions, full split).
+CONVENTIONS = {"posescript": (1, 5, 10), "poserft": (5, 10, 20), "unipose": (1, 5, 10, 20)}
 POOL = 32
 
 
@@ -51,7 +61,11 @@ def retrieval_metrics(retrieval: Any, captions: Sequence[str], galleries: Mappin
                 raise ValueError(f"{len(captions)} captions but {pose6d.shape[0]} poses in {name!r}")
             r = retrieval_recalls(text, retrieval.embed_poses(pose6d.float()), ks, pool, seed)
             m = {k.replace("_R@", "_r@").lower(): v for k, v in r.items() if k.startswith(("t2p", "p2t"))}
-            m["mrecall"] = r["mRecall_full"]
+            for conv, conv_ks in CONVENTIONS.items():
+                vals = [m[f"{d}_r@{k}"] for d in ("t2p", "p2t") for k in conv_ks if f"{d}_r@{k}" in m]
+                if len(vals) == 2 * len(conv_ks):
+                    m[f"mrecall_{conv}"] = sum(vals) / len(vals)
+            m["mrecall"] = m.get("mrecall_poserft", r["mRecall_full"])
             pooled = [v for k, v in r.items() if "pool" in k]
             if pooled:
                 m[f"mrecall_pool{pool}"] = sum(pooled) / len(pooled)
@@ -83,8 +97,10 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """All metrics of ``model_dir`` (or an already loaded ``policy``) on ``data_dir[split]``.
 
-    ``retrieval_model``: a folder written by ``posrft retrieval train`` or a loaded model; the
-    retrieval block is skipped (``"retrieval": null``) without one.
+    ``retrieval_model``: a folder written by ``posrft retrieval train`` or a loaded model, or a
+    mapping ``{name: folder or model}`` (the first is the primary, reported under ``retrieval``;
+    all of them under ``retrieval_by_model``); the retrieval block is skipped
+    (``"retrieval": null``) without one.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -102,14 +118,19 @@ def evaluate_model(
     if retrieval_model is not None and "caption" in data.column_names:
         from posrft.eval.retrieval import RetrievalModel
 
-        retrieval = retrieval_model
-        if isinstance(retrieval_model, (str, Path)):
-            retrieval = RetrievalModel.from_pretrained(retrieval_model)
+        models = retrieval_model if isinstance(retrieval_model, Mapping) else {"retrieval": retrieval_model}
         rows = data.select(range(n))
         gt = torch.tensor(rows["gt_pose_6d"], dtype=torch.float32)
-        recalls = retrieval_metrics(retrieval, rows["caption"], {"retrieval": _gallery(pred), "reference": gt}, seed=seed)
-        result.update(recalls)
-        result["retrieval_model"] = str(retrieval_model) if isinstance(retrieval_model, (str, Path)) else None
+        by_model = {}
+        for name, model in models.items():
+            loaded = RetrievalModel.from_pretrained(model) if isinstance(model, (str, Path)) else model
+            by_model[name] = retrieval_metrics(loaded, rows["caption"],
+                                               {"retrieval": _gallery(pred), "reference": gt}, seed=seed)  # fmt: skip
+        primary = next(iter(models))
+        result.update(by_model[primary])
+        result["retrieval_by_model"] = by_model
+        first = models[primary]
+        result["retrieval_model"] = str(first) if isinstance(first, (str, Path)) else None
     result["wall_s"] = time.perf_counter() - start
     return result
 
