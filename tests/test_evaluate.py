@@ -25,7 +25,7 @@ def _numpy_recall(sim: np.ndarray, k: int) -> float:
     return float((better < k).mean())
 
 
-def test_metrics_match_an_independent_computation(tiny_model_dir, text2pose_dir, retrieval, nudge_logits):
+def test_metrics_match_an_independent_computation(tiny_model_dir, text2pose_dir, retrieval, nudge_logits, tmp_path):
     from datasets import load_from_disk
 
     from posrft.body.pose import pose_to_joints
@@ -64,7 +64,11 @@ def test_metrics_match_an_independent_computation(tiny_model_dir, text2pose_dir,
     assert res["retrieval"]["mrecall_unipose"] == pytest.approx(np.mean(posescript + six[2::3]))
     assert set(res["reference"]) == set(res["retrieval"])  # GT poses scored by the same evaluator
     both = evaluate_model(tiny_model_dir, text2pose_dir, "text2pose", split="test", policy=policy,
-                          retrieval_model={"eval": retrieval, "reward": model}, max_new_tokens=4)
+                          retrieval_model={"eval": retrieval, "reward": model}, max_new_tokens=4,
+                          pictures=tmp_path / "grid.png", num_pictures=3)
+    from PIL import Image
+
+    assert Image.open(both["pictures"]).size[0] > 0  # predictions drawn next to the ground truth
     assert both["retrieval_by_model"]["eval"] == both["retrieval_by_model"]["reward"]
     assert both["retrieval_by_model"]["eval"]["retrieval"] == both["retrieval"]
 

@@ -94,13 +94,16 @@ def evaluate_model(
     body_model_dir: str | None = None,
     seed: int = 0,
     policy: Any = None,
+    pictures: str | Path | None = None,
+    num_pictures: int = 6,
 ) -> dict[str, Any]:
     """All metrics of ``model_dir`` (or an already loaded ``policy``) on ``data_dir[split]``.
 
     ``retrieval_model``: a folder written by ``posrft retrieval train`` or a loaded model, or a
     mapping ``{name: folder or model}`` (the first is the primary, reported under ``retrieval``;
     all of them under ``retrieval_by_model``); the retrieval block is skipped
-    (``"retrieval": null``) without one.
+    (``"retrieval": null``) without one. ``pictures``: also write a PNG of the first
+    ``num_pictures`` predictions next to the ground truth (:func:`write_prediction_grid`).
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -131,8 +134,28 @@ def evaluate_model(
         result["retrieval_by_model"] = by_model
         first = models[primary]
         result["retrieval_model"] = str(first) if isinstance(first, (str, Path)) else None
+    if pictures is not None:
+        result["pictures"] = str(write_prediction_grid(pred, data.select(range(n)), pictures, num_pictures))
     result["wall_s"] = time.perf_counter() - start
     return result
+
+
+def write_prediction_grid(pred: Predictions, rows: Any, out: str | Path, num: int = 6) -> Path:
+    """PNG of the first ``num`` valid predictions (μ at greedy text) next to the ground truth,
+    each captioned with the prompt's caption (text→pose) and its MPJPE / PA-MPJPE."""
+    from posrft.eval.metrics import mpjpe, pa_mpjpe
+    from posrft.files import atomic_save_image
+    from posrft.render import render_pose_grid
+
+    idx = [i for i in range(len(pred.texts)) if bool(pred.valid[i])][:num]
+    if not idx:
+        raise ValueError("no prediction has a valid <POSE>: nothing to draw")
+    p, g = pred.joints[idx].double(), pred.gt_joints[idx].double()
+    e, pa = mpjpe(p, g) * 1000, pa_mpjpe(p, g) * 1000
+    caps = rows["caption"] if "caption" in rows.column_names else [""] * len(rows)
+    captions = [f"{caps[i][:90]} — MPJPE {a:.0f} mm, PA {b:.0f} mm" for i, a, b in zip(idx, e.tolist(), pa.tolist())]
+    grid = render_pose_grid({"prediction": p.float(), "ground truth": g.float()}, captions, size=160, cols=2)
+    return atomic_save_image(out, grid, optimize=True)
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -179,10 +202,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--body-model-dir", default=None)
     p.add_argument("--seed", type=int, default=0, help="seed of the random retrieval pools")
     p.add_argument("--out", default=None, help="results JSON path (a .md table is written beside it)")
+    p.add_argument("--pictures", default=None, help="also write a PNG of predictions next to the ground truth")
+    p.add_argument("--num-pictures", type=int, default=6)
     a = p.parse_args(argv)
     result = evaluate_model(a.model, a.data, a.task, split=a.split, num_samples=a.num_samples,
                             retrieval_model=a.retrieval_model, batch_size=a.batch_size,
-                            max_new_tokens=a.max_new_tokens, body_model_dir=a.body_model_dir, seed=a.seed)  # fmt: skip
+                            max_new_tokens=a.max_new_tokens, body_model_dir=a.body_model_dir, seed=a.seed,
+                            pictures=a.pictures, num_pictures=a.num_pictures)  # fmt: skip
     print(results_markdown(result))
     if a.out:
         paths = write_results(result, a.out)

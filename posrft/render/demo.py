@@ -15,7 +15,6 @@ import roma
 import torch
 
 from posrft.body.formats import SMPL24_PARENTS
-from posrft.files import atomic_save_image
 
 REST_SMPL24 = torch.tensor(
     [
@@ -117,18 +116,3 @@ def demo_smpl_poses(n: int, seed: int = 0, jitter: float = 0.0) -> torch.Tensor:
         noise_gen = torch.Generator().manual_seed(seed + 1)
         e = e + jitter * torch.randn(e.shape, generator=noise_gen, dtype=e.dtype)
     return forward_kinematics(e).float()
-
-
-def write_demo_grid(path: str = "docs/render_grid.png", n: int = 4, seed: int = 3):
-    """The docs picture: ``n`` random poses, a jittered "prediction" next to the "ground truth",
-    captioned with their MPJPE.  ``python -c "from posrft.render.demo import write_demo_grid;
-    write_demo_grid()"`` from the repository root regenerates ``docs/render_grid.png``."""
-    from posrft.render.pictures import render_pose_grid
-
-    gt = demo_smpl_poses(n, seed)
-    pred = demo_smpl_poses(n, seed, jitter=0.08)
-    mpjpe = ((pred - pred[:, :1]) - (gt - gt[:, :1])).norm(dim=-1).mean(-1) * 1000.0
-    captions = [f"pose {i}: root-aligned MPJPE {e:.0f} mm" for i, e in enumerate(mpjpe.tolist())]
-    grid = render_pose_grid({"prediction": pred, "ground truth": gt}, captions, size=160, cols=2)
-    atomic_save_image(path, grid, optimize=True)
-    return grid
