@@ -29,8 +29,10 @@ from torch import Tensor
 from posrft.algo import group_normalized_advantages
 from posrft.policy.pose_head import PoseDistribution
 from posrft.train.config import HyGRPOConfig
+from posrft.train.scoring import score_rollouts
 from rewards import RewardRunner
-from rewards.api import message_text, reward_columns
+from rewards.api import message_text
+from rewards.runner import RewardBatch
 
 PER_TOKEN = ("completion_ids", "completion_mask", "old_token_logps", "ref_token_logps")
 
@@ -151,38 +153,30 @@ def sampling_params(cfg: HyGRPOConfig) -> dict[str, Any]:
     return {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_completion_length}
 
 
-def as_completions(prompts: Sequence[Any], texts: Sequence[str], g: int) -> list[Any]:
-    """Completions in the prompt's style: TRL passes message lists for conversational prompts."""
-    out: list[Any] = []
-    for i, text in enumerate(texts):
-        conversational = isinstance(prompts[i // g], list)
-        out.append([{"role": "assistant", "content": text}] if conversational else text)
-    return out
-
-
 def build_experience(
     cfg: HyGRPOConfig,
     rows: list[dict[str, Any]],
     batch: Any,
     model_version: torch.Tensor,
-    rewards: RewardRunner,
+    rewards: RewardRunner | RewardBatch,
+    reward_s: float | None = None,
 ) -> ScoredRollouts:
-    """Rewards → advantages → experience for one generated batch (rank 0)."""
+    """Rewards → advantages → experience for one generated batch (rank 0). ``rewards``: the
+    runner to score with here, or the batch's rewards already computed (on the rollout
+    workers, :class:`~posrft.train.scoring.RolloutScorer`), then ``reward_s`` is their time."""
     g = cfg.num_generations
     n = len(batch)
-    prompts = [r["prompt"] for r in rows]
-    rep_prompts = [p for p in prompts for _ in range(g)]
-    completions = as_completions(prompts, batch.completion_texts, g)
-    ids = [row[m.bool()].tolist() for row, m in zip(batch.completion_ids, batch.completion_mask)]
-    # Discrete-only GRPO treats the head as deterministic (the pose is a function of the text):
-    # rewards score μ, so the only thing the sampled group varies, and is credited for, is text.
-    pose = batch.pose_mean if cfg.discrete_only else batch.pose
-    poses = [pose[i] if batch.pose_valid[i] else None for i in range(n)]
+    rep_prompts = [r["prompt"] for r in rows for _ in range(g)]
 
     t0 = time.perf_counter()
-    scored = rewards(prompts=rep_prompts, completions=completions, completion_ids=ids, poses=poses,
-                     **reward_columns(rows, g))  # fmt: skip
-    t_reward = time.perf_counter() - t0
+    if isinstance(rewards, RewardBatch):
+        scored = rewards
+        if scored.text.shape != (n,):
+            raise ValueError(f"precomputed rewards hold {tuple(scored.text.shape)} samples, the "
+                             f"batch {n}")
+    else:
+        scored = score_rollouts(rewards, rows, batch, g, cfg.discrete_only)
+    t_reward = time.perf_counter() - t0 if reward_s is None else reward_s
     text_adv = group_normalized_advantages(scored.text, g, scale_rewards=cfg.scale_rewards)
     pose_adv = group_normalized_advantages(scored.pose, g, batch.pose_valid.cpu(), cfg.scale_rewards)
     exp = Experience.from_rollout(batch, text_adv.advantages, pose_adv.advantages, model_version)
