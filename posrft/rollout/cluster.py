@@ -174,7 +174,13 @@ def init_ray(address: str | None, required: Mapping[str, float], *,
         try:
             ray.init(address=target, **init_kwargs)
         except ConnectionError as err:
-            raise ConnectionError(f"could not join the Ray cluster at {target!r}: {err}") from err
+            hint = ""
+            if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+                hint = ("; a cluster started by `ray start` uses token authentication by default: "
+                        "set RAY_AUTH_MODE=token (the token is read from ~/.ray/auth_token or "
+                        "RAY_AUTH_TOKEN) before starting the learner")
+            raise ConnectionError(f"could not join the Ray cluster at {target!r}: {err}{hint}"
+                                  ) from err
         log.info("joined the Ray cluster at %s (%d node(s) alive)", target,
                  sum(1 for n in ray.nodes() if n.get("Alive")))
         started = True
