@@ -76,6 +76,12 @@ def _matches_learner(learner, batch, atol=1e-5):
     torch.testing.assert_close(out.pose_dist.log_std, batch.pose_log_std, atol=atol, rtol=0)
 
 
+def _lora_layers(policy):
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in policy.hf_model.modules() if isinstance(m, LoraLayer)]
+
+
 def test_adapter_and_merged_sync_both_give_the_learners_function(tiny_model_dir, lora_learner):
     prompts = ["A person raises both arms.", "Describe the pose.", "Sit down."]
     adapter = adapter_state_dict(lora_learner)
@@ -83,20 +89,28 @@ def test_adapter_and_merged_sync_both_give_the_learners_function(tiny_model_dir,
     assert all(".lora_" in k or "modules_to_save" in k or k.startswith("pose_head.")
                for k in adapter)
     adapter_bytes = sum(t.numel() * t.element_size() for t in adapter.values())
-    with LocalRolloutPool(tiny_model_dir, lora=lora_learner.config.lora) as pool:
-        held = pool.worker.policy
-        assert held.is_lora and not any(getattr(m, "merged", False) for m in held.modules())
-        res = pool.sync_weights(adapter, 1)
-        assert res["bytes"] == adapter_bytes and res["verified"] == 1
-        out = pool.generate(prompts, num_generations=2, sampling=SAMPLING, seed=3)
-        _matches_learner(lora_learner, out.batch)
-        with pytest.raises(ValueError, match="unknown to the rollout model"):
-            pool.sync_weights(merged, 2)  # a merged sync is refused by an adapter worker
+    outs = {}
+    for merge in (True, False):  # the adapter folded into a kept base copy, or applied unmerged
+        with LocalRolloutPool(tiny_model_dir, lora=lora_learner.config.lora,
+                              merge_adapter=merge) as pool:
+            layers = _lora_layers(pool.worker.policy)
+            assert layers and all(m.merged == merge for m in layers)
+            res = pool.sync_weights(adapter, 1)
+            assert res["bytes"] == adapter_bytes and res["verified"] == 1
+            assert all(m.merged == merge for m in layers)
+            outs[merge] = pool.generate(prompts, num_generations=2, sampling=SAMPLING, seed=3)
+            _matches_learner(lora_learner, outs[merge].batch)
+            with pytest.raises(ValueError, match="unknown to the rollout model"):
+                pool.sync_weights(merged, 2)  # a merged sync is refused by an adapter worker
     with LocalRolloutPool(tiny_model_dir) as pool:
         res = pool.sync_weights(merged, 1)
         assert res["bytes"] > 4 * adapter_bytes  # the adapter is the much smaller transfer
-        _matches_learner(lora_learner, pool.generate(prompts, num_generations=2,
-                                                     sampling=SAMPLING, seed=3).batch)
+        plain = pool.generate(prompts, num_generations=2, sampling=SAMPLING, seed=3)
+        _matches_learner(lora_learner, plain.batch)
+    # folding the adapter on the worker gives the merged sync's weights bit for bit
+    assert torch.equal(outs[True].batch.completion_ids, plain.batch.completion_ids)
+    assert torch.equal(outs[True].batch.token_logps, plain.batch.token_logps)
+    assert torch.equal(outs[True].batch.pose_mean, plain.batch.pose_mean)
     with pytest.raises(ValueError, match="needs a LoRA policy"):
         adapter_state_dict(PosePolicy.from_pretrained(tiny_model_dir))
 

@@ -99,14 +99,16 @@ class RolloutPool:
     ``num_gpus_per_worker`` GPUs and ``worker_resources`` each, in placement-group bundles
     placed by ``placement_strategy``) on a local Ray (default) or the cluster at
     ``ray_address``. An unreachable address raises ``ConnectionError`` within
-    ``connect_timeout_s``. ``lora``: the learner's LoRA settings for adapter-only sync (see
-    :class:`RolloutWorker`); ``scorer``: rewards on the workers; ``verify``: check every sync's
-    fingerprints. Use as a context manager or call :meth:`shutdown`."""
+    ``connect_timeout_s``. ``lora``: the learner's LoRA settings for adapter-only sync, applied
+    merged or not (``merge_adapter``; see :class:`RolloutWorker`); ``scorer``: rewards on the
+    workers; ``verify``: check every sync's fingerprints. Use as a context manager or call
+    :meth:`shutdown`."""
 
     def __init__(self, model_path: str | Path, num_workers: int, num_cpus_per_worker: float = 1.0,
                  num_gpus_per_worker: float = 0.0, ray_address: str | None = None, *,
                  dtype: str | None = None, log_std_range: tuple[float | None, float | None] | None = None,
-                 lora: Mapping[str, Any] | None = None, scorer: Any = None,
+                 lora: Mapping[str, Any] | None = None, merge_adapter: bool = True,
+                 scorer: Any = None,
                  placement_strategy: str = "PACK",
                  worker_resources: Mapping[str, float] | None = None, verify: bool = True,
                  max_restarts: int = 3, startup_timeout_s: float = 300.0,
@@ -140,7 +142,7 @@ class RolloutPool:
         worker_kwargs = dict(num_threads=max(1, math.floor(num_cpus_per_worker)),
                              device="cuda" if num_gpus_per_worker > 0 else "cpu", dtype=dtype,
                              log_std_range=log_std_range, lora=dict(lora) if lora else None,
-                             scorer=scorer)
+                             merge_adapter=merge_adapter, scorer=scorer)
         custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU")}
 
         def make_actor(index: int, options: dict[str, Any]) -> Any:

@@ -12,7 +12,12 @@ every tensor it now holds (:mod:`posrft.rollout.fingerprint`).
 Two weight layouts: *merged* (default: a plain policy; a LoRA learner sends
 ``merged_state_dict``) and *adapter* (``lora=`` the learner's LoRA settings: the worker wraps
 its base with the same LoRA structure and receives only ``adapter_state_dict``: A/B matrices,
-projector copy, pose head).
+projector copy, pose head). An adapter worker applies the adapter one of two ways:
+``merge_adapter=True`` (default) keeps a copy W₀ of every adapted base weight and after each
+sync sets W = W₀ + ΔW with PEFT's own ``merge`` (the same W₀ + s·BA, bit for bit, that a merged
+sync delivers), so it samples at merged speed for one extra copy of the adapted weights;
+``False`` samples through PEFT's unmerged adapter path (no extra memory, an extra small matmul
+pair per adapted layer).
 
 Scoring (rewards next to the rollouts): the rollout floor cannot import the rewards (floor 5),
 so the learner injects a picklable ``scorer`` with ``scorer(rows, batch) -> scores`` (one
@@ -76,7 +81,8 @@ class RolloutWorker:
     def __init__(self, model_path: str, num_threads: int | None = None, device: str | None = None,
                  dtype: str | None = None, worker_index: int = 0,
                  log_std_range: tuple[float | None, float | None] | None = None,
-                 lora: Mapping[str, Any] | None = None, scorer: Any = None) -> None:
+                 lora: Mapping[str, Any] | None = None, scorer: Any = None,
+                 merge_adapter: bool = True) -> None:
         if num_threads is not None:  # process-wide, so only when asked (the pool's actors ask)
             if num_threads < 1:
                 raise ValueError(f"num_threads must be >= 1, got {num_threads}")
@@ -98,6 +104,14 @@ class RolloutWorker:
         elif not self.adapter and self.policy.is_lora:  # sample with W + scale·B·A folded in
             merge_lora(self.policy)
         self.scorer = scorer
+        # adapter mode, merged: (layer, W₀) of every LoRA layer; W = W₀ + ΔW after each sync
+        self._bases: list[tuple[Any, Tensor]] = []
+        if self.adapter and merge_adapter:
+            from peft.tuners.lora import LoraLayer
+
+            self._bases = [(m, m.get_base_layer().weight.detach().clone())
+                           for m in self.policy.hf_model.modules() if isinstance(m, LoraLayer)]
+            self._merge_adapter()
         if log_std_range is not None:  # the learner's override, so both use the same σ clamp
             self.policy.set_log_std_range(*log_std_range)
         self.policy.eval().requires_grad_(False)
@@ -108,6 +122,14 @@ class RolloutWorker:
         self._version = 0
 
     # ------------------------------------------------------------------ small queries
+    @torch.no_grad()
+    def _merge_adapter(self) -> None:
+        """W = W₀ + ΔW for every LoRA layer (PEFT's ``merge``, from the kept W₀)."""
+        for layer, base in self._bases:
+            layer.get_base_layer().weight.data.copy_(base)
+            layer.merged_adapters = []
+            layer.merge()
+
     def ping(self) -> dict[str, Any]:
         node_id, node_ip = "", ""
         if ray.is_initialized():  # an actor (in-process workers have no node)
@@ -116,7 +138,8 @@ class RolloutWorker:
         return {"pid": os.getpid(), "worker_index": self.worker_index, "version": self._version,
                 "threads": torch.get_num_threads(), "device": str(self.policy.device),
                 "load_s": self.load_s, "pad_token_id": self.policy.pad_token_id,
-                "node_id": node_id, "node_ip": node_ip, "adapter": self.adapter}
+                "node_id": node_id, "node_ip": node_ip, "adapter": self.adapter,
+                "adapter_merged": bool(self._bases)}
 
     def fingerprint(self, names: Sequence[str] | None = None) -> Fingerprint:
         """CRC-32 of the tensors the worker holds now (``names``; default: all)."""
@@ -201,6 +224,8 @@ class RolloutWorker:
                 self.policy.load_state_dict(tensors, strict=False)
             loaded += sum(t.numel() * t.element_size() for t in tensors.values())
             names.extend(tensors)
+        if self._bases:
+            self._merge_adapter()
         self._version = int(version)
         out: dict[str, Any] = {"load_s": time.perf_counter() - start, "fetch_s": fetch_s,
                                "bytes": float(loaded)}

@@ -185,6 +185,10 @@ class HyGRPOConfig(BaseTrainConfig):
     lora_sync: Literal["merged", "adapter"] = field(default="merged", **_help("With use_peft: send "
         "merged LoRA layers to the workers, or only the adapter (A/B, projector, pose head) that "
         "workers apply on top of the base they keep."))  # fmt: skip
+    lora_adapter_merge: bool = field(default=True, **_help("With lora_sync: adapter, workers fold "
+        "each received adapter into a kept copy of their base weights (W = W0 + s·BA, merged-speed "
+        "sampling, one extra copy of the adapted weights); false: sample through the unmerged "
+        "adapter (no extra memory, slower)."))  # fmt: skip
     verify_weight_sync: bool = field(default=True, **_help("After every sync each worker reports a "
         "CRC-32 of every tensor it holds, checked against the learner's; a mismatch stops the run "
         "naming the worker and the tensor."))  # fmt: skip

@@ -68,13 +68,15 @@ def make_rollout_pool(cfg: HyGRPOConfig, lora: dict[str, Any] | None = None) -> 
         from posrft.rollout import LocalRolloutPool
 
         return LocalRolloutPool(cfg.model_name_or_path, verify=cfg.verify_weight_sync,
-                                log_std_range=log_std_range, lora=adapter, scorer=scorer)
+                                log_std_range=log_std_range, lora=adapter,
+                                merge_adapter=cfg.lora_adapter_merge, scorer=scorer)
     from posrft.rollout import RolloutPool
 
     return RolloutPool(cfg.model_name_or_path, cfg.num_rollout_workers,
                        num_cpus_per_worker=cfg.worker_num_cpus,
                        num_gpus_per_worker=cfg.worker_num_gpus, ray_address=cfg.ray_address,
-                       log_std_range=log_std_range, lora=adapter, scorer=scorer,
+                       log_std_range=log_std_range, lora=adapter,
+                       merge_adapter=cfg.lora_adapter_merge, scorer=scorer,
                        placement_strategy=cfg.placement_strategy,
                        worker_resources=cfg.worker_resources, verify=cfg.verify_weight_sync,
                        max_restarts=cfg.worker_max_restarts)  # fmt: skip
