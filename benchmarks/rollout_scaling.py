@@ -7,7 +7,7 @@ intra-op thread. After ``--warmup`` steps, the median of ``--repeats`` steps is 
 (samples/s over the whole submit → gather wall time, plus the slowest worker's own ``generate``
 time and the rest: scheduling, (de)serialisation, concatenation). Weight sync: a LoRA learner
 (r = ``--lora-r``) on the same model syncs its merged layers (plain workers) or only its adapter
-(workers holding the same LoRA structure), verified (CRC-32 per tensor) every time; median of
+(workers holding the same LoRA structure), verified (XXH3-64 hash per tensor) every time; median of
 ``--repeats`` syncs after ``--warmup``.
 
 Configurations:

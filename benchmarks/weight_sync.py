@@ -1,5 +1,5 @@
 """Weight-sync bandwidth of a RolloutPool: learner state dict → every worker via the object store,
-verified (CRC-32 per tensor, read back from each worker's parameters) — full models, and a LoRA
+verified (XXH3-64 hash per tensor, read back from each worker's parameters) — full models, and a LoRA
 learner's merged vs adapter-only sync at ~100 M parameters.
 
 Two models, both built offline with :func:`posrft.policy.build_tiny_model`: the tiny default one

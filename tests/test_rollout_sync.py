@@ -1,22 +1,22 @@
 """Weight-sync verification, adapter-only LoRA sync and rewards next to the rollouts, without
-Ray (the in-process pool runs the same worker code as a Ray actor): CRC-32 fingerprints checked
-against zlib, a corrupted load caught by name, adapter and merged sync giving the learner's
+Ray (the in-process pool runs the same worker code as a Ray actor): tensor hashes checked
+against xxhash on the raw bytes, a corrupted load caught by name, adapter and merged sync giving the learner's
 function with far fewer bytes for the adapter, worker-side scoring equal to learner-side scoring
 (also when split into shards), and the cluster/placement/config checks."""
 
 from __future__ import annotations
 
 import pickle
-import zlib
 
 import pytest
 import torch
+import xxhash
 from datasets import load_from_disk
 
 from posrft.policy.lora import apply_lora
 from posrft.policy.model import PosePolicy
 from posrft.rollout.cluster import resolve_address
-from posrft.rollout.fingerprint import WeightSyncError, compare, fingerprint, tensor_crc
+from posrft.rollout.fingerprint import WeightSyncError, compare, fingerprint, tensor_hash
 from posrft.rollout.local import LocalRolloutPool
 from posrft.rollout.placement import check_strategy, worker_bundle
 from posrft.rollout.weights import adapter_state_dict, merged_state_dict
@@ -28,27 +28,32 @@ SAMPLING = {"max_new_tokens": 6, "temperature": 1.0}
 
 
 # ---------------------------------------------------------------- fingerprints
-def test_tensor_crc_is_zlib_crc32_of_the_bytes_and_sees_one_bit():
+def _xxh(array) -> int:
+    return xxhash.xxh3_64_intdigest(array.tobytes())
+
+
+def test_tensor_hash_is_xxh3_of_the_bytes_and_sees_one_bit():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(33, 17, generator=g)
-    assert tensor_crc(x) == zlib.crc32(x.numpy().tobytes())
-    assert tensor_crc(x.t()) == zlib.crc32(x.t().contiguous().numpy().tobytes())  # strided
+    assert tensor_hash(x) == _xxh(x.numpy())
+    assert tensor_hash(x.t()) == _xxh(x.t().contiguous().numpy())  # strided
     as_bf16 = x.to(torch.bfloat16)
-    assert tensor_crc(x, torch.bfloat16) == tensor_crc(as_bf16)  # the worker's dtype
-    assert tensor_crc(as_bf16) == zlib.crc32(as_bf16.view(torch.int16).numpy().tobytes())
+    assert tensor_hash(x, torch.bfloat16) == tensor_hash(as_bf16)  # the worker's dtype
+    assert tensor_hash(as_bf16) == _xxh(as_bf16.view(torch.int16).numpy())
     flipped = x.clone()
     flipped.view(torch.int32)[7, 3] ^= 1  # lowest mantissa bit of one element
-    assert tensor_crc(flipped) != tensor_crc(x)
+    assert tensor_hash(flipped) != tensor_hash(x)
     ints = torch.arange(10)
-    assert tensor_crc(ints) == zlib.crc32(ints.numpy().tobytes())
+    assert tensor_hash(ints) == _xxh(ints.numpy())
     tensors = {"a": x, "b": as_bf16, "c": ints}
     assert fingerprint(tensors, threads=3) == fingerprint(tensors, threads=1)
 
 
 def test_compare_names_worker_tensor_and_count():
     compare({"a": 1, "b": 2}, {"a": 1, "b": 2, "extra": 5}, "w")  # superset held: fine
-    with pytest.raises(WeightSyncError, match=r"on rollout worker 3: tensor 'b' holds crc32 "
-                                              r"00000009 .* sent crc32 00000002 \(1 more"):
+    with pytest.raises(WeightSyncError, match=r"on rollout worker 3: tensor 'b' holds hash "
+                                              r"0000000000000009 .* sent hash 0000000000000002 "
+                                              r"\(1 more"):
         compare({"a": 1, "b": 2, "c": 3}, {"a": 1, "b": 9}, "rollout worker 3")
     with pytest.raises(WeightSyncError, match="'c' holds nothing"):
         compare({"c": 3}, {}, "w")

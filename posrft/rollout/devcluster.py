@@ -8,8 +8,9 @@ runs on each machine of a cluster.
         cluster.stop_node(1)  # node 1 leaves (its raylet and workers exit)
 
 Everything it starts is stopped by process id (SIGTERM to each node's ``ray start --block``,
-which stops that node's raylet, workers and agents; SIGKILL after a grace period), never with
-``ray stop`` (which would stop every Ray on the machine). All nodes share ``temp_dir``, which
+which stops that node's raylet, workers and agents; SIGKILL to the node's process group after a
+grace period), never with ``ray stop`` (which would stop every Ray on the machine); on Linux a
+node also gets SIGTERM when the process that started it dies. All nodes share ``temp_dir``, which
 also holds the cluster's address file, so a plain ``ray.init()`` elsewhere on the machine never
 finds this cluster. Ray token authentication (``RAY_AUTH_MODE=token``) is on for every node.
 
@@ -40,6 +41,17 @@ def free_port() -> int:
 
 def _ray_cli() -> list[str]:
     return [sys.executable, "-m", "ray.scripts.scripts"]
+
+
+def _stop_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM it when the process that started it dies, so
+    a killed test or benchmark does not leave its nodes running."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: rely on stop()
+        pass
 
 
 class DevCluster:
@@ -79,7 +91,8 @@ class DevCluster:
         log = open(self.temp_dir / log_name, "wb")  # noqa: SIM115 - lives as long as the node
         # its own process group: the node's Ray processes can be stopped with it, by its id
         return subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=_stop_with_parent if sys.platform == "linux" else None)
 
     def start(self) -> str:
         """Start the head, then the other nodes; return the head's ``host:port`` once every

@@ -79,7 +79,7 @@ class Weights:
     refs: list[Any]
     manifest: Manifest
     version: int
-    expected: Fingerprint | None  # the learner's CRCs, None when not verifying
+    expected: Fingerprint | None  # the learner's hashes, None when not verifying
 
 
 class Fleet:
@@ -256,7 +256,7 @@ class Fleet:
 
     def push(self, weights: Weights,
              expected: Callable[[], Fingerprint] | None) -> list[dict[str, Any]]:
-        """Send ``weights`` to every live slot; ``expected()`` (the learner's CRCs; None: no
+        """Send ``weights`` to every live slot; ``expected()`` (the learner's hashes; None: no
         verification) is computed while the workers load. A worker that dies meanwhile is
         replaced (the replacement gets these weights when it joins); one that holds something
         else afterwards raises :class:`~posrft.rollout.fingerprint.WeightSyncError`."""

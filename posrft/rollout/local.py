@@ -108,7 +108,7 @@ class LocalRolloutPool:
     def sync_weights(self, state_dict: Mapping[str, Tensor], version: int,
                      bucket_mb: float = 64.0) -> dict[str, float]:
         """Load ``state_dict`` (keys of the worker's model) into the replica, set ``version``
-        and, with ``verify``, check the replica's CRC-32s against the learner's."""
+        and, with ``verify``, check the replica's tensor hashes against the learner's."""
         worker = self._open()
         if not isinstance(version, int) or version < 0:
             raise ValueError(f"version must be an int >= 0, got {version!r}")

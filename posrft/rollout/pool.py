@@ -24,7 +24,7 @@ and in ``sync_weights``'s.
 
 Weight sync: the learner's tensors are packed into buckets (:mod:`posrft.rollout.buckets`), each
 ``ray.put`` once; every worker reads the same refs zero-copy from shared memory (or over the
-network from another node) and, with ``verify``, reports the CRC-32 of every tensor it then
+network from another node) and, with ``verify``, reports a hash (XXH3-64) of every tensor it then
 holds, checked against the learner's (:mod:`posrft.rollout.fingerprint`).
 """
 
@@ -369,7 +369,7 @@ class RolloutPool:
         Each sync must carry every weight that differs from the model folder (a restarted worker
         gets only the latest sync). Keys and shapes are checked against the workers' model
         before anything is sent (``ValueError`` naming the key); with ``verify`` every worker's
-        CRC-32s are checked afterwards (``WeightSyncError`` naming the worker and the tensor).
+        tensor hashes are checked afterwards (``WeightSyncError`` naming the worker and the tensor).
         Returns bytes, seconds, GB/s (bytes / seconds: how fast one model update reaches all
         workers), phase times, ``restarts`` (deaths during this sync) and ``workers``.
         """

@@ -6,7 +6,7 @@ Contract of one step: ``generate`` calls ``policy.rollout`` once for the worker'
 (one ``generate`` call per batch, never per sample) and returns the batch on CPU, the model
 version that produced it, timings and, when the worker has a ``scorer`` and is given the
 shard's dataset rows, the rewards of its samples (``None`` otherwise). ``update_weights`` loads
-a partial state dict bucket by bucket, sets the version and, if asked, reports the CRC-32 of
+a partial state dict bucket by bucket, sets the version and, if asked, reports the hash (XXH3-64) of
 every tensor it now holds (:mod:`posrft.rollout.fingerprint`).
 
 Two weight layouts: *merged* (default: a plain policy; a LoRA learner sends
@@ -142,7 +142,7 @@ class RolloutWorker:
                 "adapter_merged": bool(self._bases)}
 
     def fingerprint(self, names: Sequence[str] | None = None) -> Fingerprint:
-        """CRC-32 of the tensors the worker holds now (``names``; default: all)."""
+        """Hashes (XXH3-64) of the tensors the worker holds now (``names``; default: all)."""
         names = list(self._tensors) if names is None else list(names)
         unknown = [n for n in names if n not in self._tensors]
         if unknown:
@@ -196,7 +196,7 @@ class RolloutWorker:
                        manifest: Manifest | None = None,
                        verify: bool = False) -> dict[str, Any]:
         """Load weights bucket by bucket, then set the model version; with ``verify`` the
-        result's ``fingerprint`` holds the CRC-32 of every loaded tensor read back from the
+        result's ``fingerprint`` holds the hash of every loaded tensor read back from the
         model (see :mod:`posrft.rollout.fingerprint`).
 
         ``buckets``: Ray ``ObjectRef`` s of :class:`PackedBucket` s (fetched in one call and read

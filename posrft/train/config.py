@@ -190,7 +190,7 @@ class HyGRPOConfig(BaseTrainConfig):
         "sampling, one extra copy of the adapted weights); false: sample through the unmerged "
         "adapter (no extra memory, slower)."))  # fmt: skip
     verify_weight_sync: bool = field(default=True, **_help("After every sync each worker reports a "
-        "CRC-32 of every tensor it holds, checked against the learner's; a mismatch stops the run "
+        "64-bit hash of every tensor it holds, checked against the learner's; a mismatch stops the run "
         "naming the worker and the tensor."))  # fmt: skip
     rewards_on_workers: bool = field(default=False, **_help("Compute rewards on the rollout workers, "
         "next to their rollouts (a heavy reward model then scales with the pool)."))  # fmt: skip

@@ -6,12 +6,17 @@ One step (``max_steps`` of them; the weights version is the number of finished s
    samples_per_rank × num_processes / G`` prompts with ``G`` samples each, drawn from a
    :class:`~posrft.rollout.RolloutPool` of Ray workers or, with ``num_rollout_workers: 0``, a
    :class:`~posrft.rollout.LocalRolloutPool` in this process;
-2. rank 0 scores them and builds the experience (:mod:`posrft.train.experience`), then
+2. rank 0 scores them (or, with ``rewards_on_workers``, takes the rewards the workers computed
+   next to their rollouts) and builds the experience (:mod:`posrft.train.experience`), then
    scatters one contiguous shard to each rank;
 3. each rank computes reference log-probs (frozen copy, or the adapter disabled under LoRA) and
    takes ``steps_per_generation × num_iterations`` optimizer steps on its shard through the
    HyGRPO loss (:class:`~posrft.train.loop.Learner` does the optimisation);
-4. rank 0 pushes the new weights to the pool (LoRA merged), stamped with the new version.
+4. rank 0 pushes the new weights to the pool (LoRA merged, or the adapter alone with
+   ``lora_sync: adapter``), stamped with the new version and verified (every worker's tensor hashes
+   of what it holds against the learner's). The same sync runs once before the first step, so
+   the first rollouts are sampled by exactly the learner's weights. Worker deaths during the
+   sync count in the step's ``rollout/restarts``.
 
 Bounded staleness (``max_staleness: N``): the queue submits the batches of steps ``s+1 … s+N``
 while step ``s`` trains, with the weights of version ``s``, so a sample is at most ``N`` versions
@@ -223,7 +228,7 @@ def run_hygrpo(cfg: HyGRPOConfig) -> Path:
     try:
         # the pool starts from the model folder's weights: bring it to the learner's (resumed,
         # or fresh) and verify, so the first rollouts are sampled by exactly the learner
-        _sync(learner, pool, step, cfg)
+        start_restarts = _sync(learner, pool, step, cfg).get("sync/restarts", 0.0)
         while step < cfg.max_steps:
             t_step = time.perf_counter()
             shards, scored, rows = None, None, None
@@ -251,8 +256,10 @@ def run_hygrpo(cfg: HyGRPOConfig) -> Path:
             if main:
                 metrics.update(scored.metrics)
                 metrics.update(sync_metrics)
-                # a worker lost during this step's weight sync is this step's restart too
-                metrics["rollout/restarts"] += sync_metrics.get("sync/restarts", 0.0)
+                # a worker lost during this step's weight sync (or the sync before the first
+                # step) is this step's restart too
+                metrics["rollout/restarts"] += sync_metrics.get("sync/restarts", 0.0) + start_restarts
+                start_restarts = 0.0
                 seconds = time.perf_counter() - t_step
                 exp = scored.experience
                 metrics.update({"time/ref": t_ref, "time/update": t_update, "time/sync": t_sync,
