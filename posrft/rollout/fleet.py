@@ -287,7 +287,7 @@ class Fleet:
         if count > len(self.slots):
             self.add(count - len(self.slots), wait=False)
             return
-        victims = sorted(self.slots, key=lambda s: (s.live, s.index))[:len(self.slots) - count]
+        victims = sorted(self.slots, key=lambda s: (s.live, -s.index))[:len(self.slots) - count]
         for slot in victims:
             try:
                 ray.kill(slot.actor, no_restart=True)

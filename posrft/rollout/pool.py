@@ -201,8 +201,9 @@ class RolloutPool:
         return len(fleet.live())
 
     def resize(self, num_workers: int) -> None:
-        """Change the number of workers between steps: new ones start (in a new placement
-        group) and join with the latest weights once ready; removed ones are stopped."""
+        """Change the number of workers between steps: new ones start (in bundles that removed
+        workers left, else in a new placement group) and join with the latest weights once
+        ready; removed ones (starting ones first, then the highest-numbered) are stopped."""
         if self._in_flight:
             raise RuntimeError("resize the rollout pool between steps (a handle is in flight)")
         self._open().resize(num_workers)
