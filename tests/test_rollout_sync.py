@@ -225,3 +225,5 @@ def test_address_resolution_bundles_and_config_checks(monkeypatch):
         HyGRPOConfig(worker_resources={"GPU": 1})
     with pytest.raises(TypeError, match="placement_strategy: expected one of"):
         HyGRPOConfig(placement_strategy="spread")
+    with pytest.raises(ValueError, match="rollout_timeout_s must be > 0"):
+        HyGRPOConfig(rollout_timeout_s=0.0)

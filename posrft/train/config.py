@@ -194,6 +194,8 @@ class HyGRPOConfig(BaseTrainConfig):
         "naming the worker and the tensor."))  # fmt: skip
     rewards_on_workers: bool = field(default=False, **_help("Compute rewards on the rollout workers, "
         "next to their rollouts (a heavy reward model then scales with the pool)."))  # fmt: skip
+    rollout_timeout_s: Optional[float] = field(default=None, **_help("Fail the step with a clear "
+        "error if its rollouts take longer than this (a hung worker), instead of waiting forever."))  # fmt: skip
     worker_max_restarts: int = field(default=3, **_help("Times one step's shard may lose its worker "
         "before the step fails (dead workers are replaced and their shard re-sampled)."))  # fmt: skip
     # ---- rewards
@@ -252,6 +254,8 @@ class HyGRPOConfig(BaseTrainConfig):
             raise ValueError(f"num_rollout_workers must be >= 0, got {self.num_rollout_workers}")
         if self.max_staleness < 0:
             raise ValueError(f"max_staleness must be >= 0, got {self.max_staleness}")
+        if self.rollout_timeout_s is not None and not self.rollout_timeout_s > 0:
+            raise ValueError(f"rollout_timeout_s must be > 0 (or unset), got {self.rollout_timeout_s}")
         if self.worker_max_restarts < 0:
             raise ValueError(f"worker_max_restarts must be >= 0, got {self.worker_max_restarts}")
         if self.lora_sync == "adapter" and not self.use_peft:

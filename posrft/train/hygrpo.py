@@ -127,7 +127,7 @@ class GenerationQueue:
                 self._submit(k)
         rows, handle = self.pending.pop(step)
         self.sampler_before.pop(step, None)
-        return rows, self.pool.gather(handle)
+        return rows, self.pool.gather(handle, self.cfg.rollout_timeout_s)
 
     def sampler_state(self, next_step: int) -> dict[str, int]:
         """The sampler position from which ``next_step``'s prompts are (or will be) drawn: what a
