@@ -74,9 +74,9 @@ class RolloutWorker:
     sends), sampling with ``num_threads`` intra-op threads (set before loading, so it matches
     the CPUs Ray reserved; ``None`` leaves the process's setting alone). ``log_std_range``:
     the learner's ``(log_std_min, log_std_max)`` override of the pose head, if any. ``lora``:
-    the learner's LoRA settings (``PosePolicy.config.lora``) for adapter-only sync (the base
-    stays, the adapter is applied unmerged, exactly as the learner computes). ``scorer``: see
-    the module docstring."""
+    the learner's LoRA settings (``PosePolicy.config.lora``) for adapter-only sync: the base
+    stays and each received adapter is folded into it (``merge_adapter``, default) or applied
+    unmerged, exactly as the learner computes. ``scorer``: see the module docstring."""
 
     def __init__(self, model_path: str, num_threads: int | None = None, device: str | None = None,
                  dtype: str | None = None, worker_index: int = 0,
