@@ -10,9 +10,11 @@ and a ~100M-parameter one (``--m100-hidden`` / ``--m100-layers`` / ``--m100-inte
    verification; the 100M sync is also timed with verification off (its overhead).
 2. A LoRA learner on the 100M model (r = ``--lora-r`` on every attention/MLP projection of the
    language model, projector trained as a ``modules_to_save`` copy, pose head): *merged* sync
-   (``merged_state_dict``: every adapted layer as W₀ + s·BA, to plain workers) vs *adapter*
-   sync (``adapter_state_dict``: A, B, projector, head, to workers holding the same LoRA
-   structure on the base they keep). Both verified.
+   (``merged_state_dict``: every adapted layer as W₀ + s·BA, computed on the learner, to plain
+   workers) vs *adapter* sync (``adapter_state_dict``: A, B, projector, head, to workers holding
+   the same LoRA structure on the base they keep, folding it in as W₀ + s·BA themselves, or
+   ``adapter_unmerged``: sampling through the unmerged adapter). All verified; per-update times
+   include building the state dict on the learner.
 
 After ``--warmup`` syncs, the median of ``--repeats`` syncs is reported. GB/s = bytes / wall
 seconds of ``sync_weights`` (pack into buckets → ``ray.put`` → all workers fetch zero-copy,
@@ -37,17 +39,26 @@ import time
 from pathlib import Path
 
 KEYS = ("seconds", "gb_per_s", "pack_s", "put_s", "push_s", "worker_load_s_max", "bytes",
-        "buckets", "worker_verify_s_max", "learner_verify_s")
+        "buckets", "worker_verify_s_max", "learner_verify_s", "prepare_s", "total_s")
 
 
-def _sync_stats(pool, state, bucket_mb: float, repeats: int, warmup: int) -> dict[str, float]:
-    # warm-up also lets the object store touch its shared-memory pages once: a fresh Ray's
-    # first puts of a few hundred MB page-fault and run several times slower
+def _sync_stats(pool, state, bucket_mb: float, repeats: int, warmup: int,
+                prepare=None) -> dict[str, float]:
+    """Median of ``repeats`` syncs after ``warmup``; with ``prepare`` (the learner's state-dict
+    function), each sync also builds the state dict first and ``total_s`` includes that."""
     version = pool.version
-    for i in range(warmup):
-        pool.sync_weights(state, version + 1 + i, bucket_mb=bucket_mb)
-    runs = [pool.sync_weights(state, version + 1 + warmup + i, bucket_mb=bucket_mb)
-            for i in range(repeats)]
+    runs = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        if prepare is not None:
+            state = prepare()
+        prep = time.perf_counter() - start
+        res = pool.sync_weights(state, version + 1 + i, bucket_mb=bucket_mb)
+        res.update(prepare_s=prep, total_s=time.perf_counter() - start)
+        # warm-up also lets the object store touch its shared-memory pages once: a fresh Ray's
+        # first puts of a few hundred MB page-fault and run several times slower
+        if i >= warmup:
+            runs.append(res)
     return {k: statistics.median(r.get(k, 0.0) for r in runs) for k in KEYS}
 
 
@@ -88,6 +99,8 @@ def _bench_full(name: str, path: Path, args, bucket_sweep: list[float]) -> dict[
 
 
 def _bench_lora(path: Path, args) -> dict[str, dict[str, float]]:
+    """One LoRA learner, three ways to get its update to the workers; times include building
+    the state dict on the learner (the merge's matmuls for ``merged``)."""
     from posrft.policy import PosePolicy, apply_lora
     from posrft.rollout import adapter_state_dict, merged_state_dict
 
@@ -96,16 +109,21 @@ def _bench_lora(path: Path, args) -> dict[str, dict[str, float]]:
     total = sum(p.numel() for p in learner.parameters() if not p.requires_grad)
     trainable = sum(p.numel() for p in learner.parameters() if p.requires_grad)
     print(f"[lora] r={args.lora_r}: {trainable / 1e6:.2f}M trainable on {total / 1e6:.1f}M frozen")
+    lora = learner.config.lora
     out = {}
-    for mode, state_of, kw in (("merged", merged_state_dict, {}),
-                               ("adapter", adapter_state_dict, {"lora": learner.config.lora})):
-        state = state_of(learner)
+    for mode, state_of, kw in (
+            ("merged", merged_state_dict, {}),
+            ("adapter", adapter_state_dict, {"lora": lora}),  # folded into the kept base
+            ("adapter_unmerged", adapter_state_dict, {"lora": lora, "merge_adapter": False})):
         start = time.perf_counter()
         with _pool(path, args, **kw) as pool:
             print(f"[lora/{mode}] {args.workers} workers ready in "
                   f"{time.perf_counter() - start:.1f} s")
-            out[mode] = s = _sync_stats(pool, state, args.bucket_mb, args.repeats, args.warmup)
+            out[mode] = s = _sync_stats(pool, None, args.bucket_mb, args.repeats, args.warmup,
+                                        prepare=lambda: state_of(learner))
             _line("lora", f"{mode} sync, verified", s)
+            print(f"[lora] {mode}: learner's state dict {s['prepare_s'] * 1e3:.1f} ms + sync "
+                  f"{s['seconds'] * 1e3:.1f} ms = {s['total_s'] * 1e3:.1f} ms per update")
     return out
 
 
@@ -160,10 +178,12 @@ def main() -> None:
     tiny_s, big_s, raw = res_tiny[key], res_big[key], res_big["unverified"]
     merged, adapter = res_lora["merged"], res_lora["adapter"]
     load = os.getloadavg()[0]
+    unmerged = res_lora["adapter_unmerged"]
     print(f"verification adds {100 * (big_s['seconds'] / raw['seconds'] - 1):.0f}% to a full "
           f"100M sync; adapter-only sync: {adapter['bytes'] / 1e6:.1f} MB vs merged "
-          f"{merged['bytes'] / 1e6:.1f} MB, {merged['seconds'] / adapter['seconds']:.1f}x faster "
-          f"(load after: {load:.2f})")
+          f"{merged['bytes'] / 1e6:.1f} MB; per update {merged['total_s'] * 1e3:.0f} ms merged, "
+          f"{adapter['total_s'] * 1e3:.0f} ms adapter folded on the workers, "
+          f"{unmerged['total_s'] * 1e3:.0f} ms adapter unmerged (load after: {load:.2f})")
     print(json.dumps({
         "tiny_gb_per_s": tiny_s["gb_per_s"], "m100_gb_per_s": big_s["gb_per_s"],
         "tiny_bytes": tiny_s["bytes"], "m100_bytes": big_s["bytes"],
@@ -176,10 +196,13 @@ def main() -> None:
         "m100_gb_per_s_by_bucket_mb": {f"{mb:g}": res_big[f"bucket_{mb:g}mb"]["gb_per_s"]
                                        for mb in sweep},
         "lora_r": args.lora_r, "lora_merged_bytes": merged["bytes"],
-        "lora_adapter_bytes": adapter["bytes"], "lora_merged_seconds": merged["seconds"],
-        "lora_adapter_seconds": adapter["seconds"], "lora_merged_gb_per_s": merged["gb_per_s"],
-        "lora_adapter_gb_per_s": adapter["gb_per_s"],
-        "lora_adapter_speedup": merged["seconds"] / adapter["seconds"],
+        "lora_adapter_bytes": adapter["bytes"],
+        "lora_sync_seconds": {k: v["seconds"] for k, v in res_lora.items()},
+        "lora_update_seconds": {k: v["total_s"] for k, v in res_lora.items()},
+        "lora_prepare_seconds": {k: v["prepare_s"] for k, v in res_lora.items()},
+        "lora_gb_per_s": {k: v["gb_per_s"] for k, v in res_lora.items()},
+        "lora_adapter_speedup": merged["total_s"] / adapter["total_s"],
+        "lora_unmerged_adapter_speedup": merged["total_s"] / unmerged["total_s"],
         "lora_bytes_ratio": merged["bytes"] / adapter["bytes"],
         "bucket_mb": args.bucket_mb, "workers": args.workers, "two_nodes": args.two_nodes,
         "repeats": args.repeats, "load_after": load,
