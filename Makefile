@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/posrft quickstart --out runs/quickstart
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto tests
+	$(PY) -m pytest -q -n auto --dist loadgroup tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/fk.py

@@ -1,9 +1,17 @@
 """RolloutPool on a local Ray cluster (one session for the whole module): sharded rollouts equal
-in-process ones, a killed worker is restarted and its shard re-sampled, weight sync makes the
-workers compute the learner's function, bad weights fail clearly."""
+in-process ones, a killed worker is replaced and its shard re-sampled, weight sync makes the
+workers compute the learner's function and is verified (a corrupted update is caught), deaths
+during a sync are logged and counted, the pool resizes between steps, and the local cluster
+listens on loopback only."""
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,9 +22,13 @@ from PIL import Image
 from posrft.policy.lora import apply_lora
 from posrft.policy.model import PosePolicy
 from posrft.rollout.concat import concat_rollouts
+from posrft.rollout.fingerprint import WeightSyncError
 from posrft.rollout.pool import RolloutPool
 from posrft.rollout.sharding import shard_prompts, shard_seed
 from posrft.rollout.weights import merged_state_dict
+
+# the fault-injection helpers below run inside the actors, which cannot import this module
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 SAMPLING = {"max_new_tokens": 8, "temperature": 1.0}
 G = 3
@@ -79,10 +91,10 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _in_process(policy, seed):
+def _in_process(policy, seed, workers=2):
     parts = [policy.rollout(PROMPTS[r.start:r.stop], IMAGES[r.start:r.stop], num_generations=G,
                             seed=shard_seed(seed, k), **SAMPLING)
-             for k, r in enumerate(shard_prompts(len(PROMPTS), 2))]
+             for k, r in enumerate(shard_prompts(len(PROMPTS), workers))]
     return concat_rollouts(parts, policy.pad_token_id)
 
 
@@ -163,10 +175,18 @@ def test_killed_worker_is_restarted_with_latest_weights(pool, model_dir):
     result = pool.gather(handle)
     assert result.metrics["restarts"] >= 1 and pool.total_restarts == restarts + 1
     assert ray.get(pool.workers[1].ping.remote())["pid"] != old_pid
-    # complete, same seeds → the same samples; the new worker got version 7's weights
+    # complete, same seeds → the same samples (the lost shard ran again on worker 0)
     _assert_same_rollout(result.batch, reference.batch, atol=0)
     assert result.model_version.tolist() == [7] * len(result.batch)
     _assert_matches_learner(learner, result.batch)
+    death = pool.deaths[-1]
+    assert death["worker"] == 1 and death["pid"] == old_pid and "sampling shard 1" in death["during"]
+    # the replacement joins with version 7's weights (pushed and verified) and samples again
+    assert pool.wait_ready(120) == 2
+    again = pool.generate(PROMPTS, IMAGES, num_generations=G, sampling=SAMPLING, seed=3)
+    assert again.metrics["workers_used"] == 2 and again.metrics["restarts"] == 0
+    _assert_same_rollout(again.batch, reference.batch, atol=0)
+    assert again.model_version.tolist() == [7] * len(again.batch)
 
 
 def test_bad_weights_raise_clear_errors_and_change_nothing(pool):
@@ -190,9 +210,142 @@ def test_restarts_are_bounded_then_the_pool_recovers(pool):
         handle = pool.submit(PROMPTS, IMAGES, num_generations=G,
                              sampling={"max_new_tokens": 48}, seed=1)  # long: killed mid-way
         ray.kill(pool.workers[0], no_restart=True)
-        with pytest.raises(RuntimeError, match=r"rollout worker 0 died 1 times.*max_restarts=0"):
+        with pytest.raises(RuntimeError, match=r"shard 0 lost its worker 1 times.*rollout worker "
+                                               r"0; max_restarts=0"):
             pool.gather(handle)
     finally:
         pool.max_restarts = 3
     result = pool.generate(PROMPTS, IMAGES, num_generations=G, sampling=SAMPLING, seed=2)
     assert len(result.batch) == len(PROMPTS) * G and result.metrics["restarts"] == 1
+    assert pool.wait_ready(120) == 2
+
+
+def _perturbed(model_dir):
+    learner = PosePolicy.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        learner.pose_head.mean_out.bias.add_(0.2)
+        learner.hf_model.lm_head.weight.mul_(0.9)
+    return learner
+
+
+def _corrupt_pose_head(worker):
+    """Runs inside the actor: from now on its loads add 1 to one element of the pose head."""
+    original = worker.policy.load_state_dict
+
+    def load(state, strict=True):
+        state = dict(state)
+        for key in [k for k in state if k == "pose_head.mean_out.bias"]:
+            state[key] = state[key].clone()
+            state[key][0] += 1.0
+        return original(state, strict=strict)
+
+    worker.policy.load_state_dict = load
+
+
+def _skip_lm_head(worker):
+    """Runs inside the actor: loads silently keep the old LM head (a stale tensor)."""
+    original = worker.policy.load_state_dict
+    worker.policy.load_state_dict = lambda state, strict=True: original(
+        {k: v for k, v in state.items() if not k.endswith("lm_head.weight")}, strict=strict)
+
+
+def _restore(worker):
+    worker.policy.__dict__.pop("load_state_dict", None)
+
+
+def test_corrupted_or_stale_update_is_caught_naming_worker_and_tensor(pool, model_dir):
+    learner = _perturbed(model_dir)
+    state = merged_state_dict(learner, trainable_only=False)
+    base = pool.version
+    ok = pool.sync_weights(state, base + 1)
+    assert ok["verified"] == 1 and ok["worker_verify_s_max"] > 0
+    ray.get(pool.workers[1].__ray_call__.remote(_corrupt_pose_head))
+    with pytest.raises(WeightSyncError, match=r"rollout worker 1 \(pid \d+ on node .*tensor "
+                                              r"'pose_head\.mean_out\.bias'"):
+        pool.sync_weights(state, base + 2)
+    ray.get(pool.workers[1].__ray_call__.remote(_restore))
+    ray.get(pool.workers[0].__ray_call__.remote(_skip_lm_head))
+    with torch.no_grad():
+        learner.hf_model.lm_head.weight.mul_(0.9)  # the tensor worker 0 will not take
+    with pytest.raises(WeightSyncError, match=r"rollout worker 0 .*lm_head\.weight"):
+        pool.sync_weights(merged_state_dict(learner, trainable_only=False), base + 3)
+    ray.get(pool.workers[0].__ray_call__.remote(_restore))
+    pool.sync_weights(merged_state_dict(learner, trainable_only=False), base + 4)  # clean again
+
+
+def _exit_on_load(worker):
+    worker.policy.load_state_dict = lambda *a, **k: os._exit(1)
+
+
+def test_death_during_weight_sync_is_logged_counted_and_healed(pool, model_dir, caplog):
+    learner = _perturbed(model_dir)
+    state = merged_state_dict(learner, trainable_only=False)
+    version = pool.version + 1
+    old_pid = ray.get(pool.workers[0].ping.remote())["pid"]
+    ray.get(pool.workers[0].__ray_call__.remote(_exit_on_load))
+    with caplog.at_level(logging.WARNING, logger="posrft.rollout"):
+        res = pool.sync_weights(state, version)
+    assert res["restarts"] == 1 and res["workers"] == 1  # counted in this sync, 1 left live
+    death = pool.deaths[-1]
+    assert death["worker"] == 0 and death["pid"] == old_pid
+    assert death["during"] == f"weight sync to version {version}"
+    assert death["cause"].startswith("ActorDiedError")
+    line = [r.getMessage() for r in caplog.records if "died during weight sync" in r.getMessage()]
+    assert line and f"rollout worker 0 (pid {old_pid}" in line[0] and "ActorDiedError" in line[0]
+    # the replacement joins with this sync's weights, verified
+    assert pool.wait_ready(120) == 2
+    assert ray.get([w.version.remote() for w in pool.workers]) == [version, version]
+    result = pool.generate(PROMPTS, IMAGES, num_generations=G, sampling=SAMPLING, seed=4)
+    assert result.metrics["workers_used"] == 2
+    _assert_matches_learner(learner, result.batch)
+
+
+def test_resize_between_steps_keeps_every_group(pool, model_dir, one_thread):
+    learner = _perturbed(model_dir)
+    version = pool.version + 1
+    pool.sync_weights(merged_state_dict(learner, trainable_only=False), version)
+    pool.resize(1)
+    one = pool.generate(PROMPTS, IMAGES, num_generations=G, sampling=SAMPLING, seed=9)
+    assert pool.num_workers == 1 and one.metrics["workers_used"] == 1
+    _assert_same_rollout(one.batch, _in_process(learner, 9, workers=1))
+    pool.resize(2)  # a new worker starts from the folder and joins with the latest weights
+    assert pool.wait_ready(120) == 2
+    two = pool.generate(PROMPTS, IMAGES, num_generations=G, sampling=SAMPLING, seed=9)
+    assert two.metrics["workers_used"] == 2
+    assert two.model_version.tolist() == [version] * len(two.batch)
+    _assert_same_rollout(two.batch, _in_process(learner, 9, workers=2))
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+def test_local_cluster_listens_on_loopback_only(pool):
+    if not pool._started_ray:
+        pytest.skip("Ray was started by someone else in this process")
+    ours = _descendants(os.getpid()) | {os.getpid()}
+    lines = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    listening = []
+    for line in lines.splitlines():
+        pids = {int(p) for p in re.findall(r"pid=(\d+)", line)}
+        if pids & ours:
+            listening.append(line.split()[3])
+    assert len(listening) >= 3, listening  # GCS, raylet, workers at least: the check is real
+    bad = [a for a in listening if not re.match(r"^(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]):\d+$", a)]
+    assert not bad, f"Ray processes listening beyond loopback: {bad}"

@@ -269,7 +269,7 @@ def test_unreachable_ray_address_fails_fast_naming_it():
 
     start = time.perf_counter()
     with pytest.raises(ConnectionError, match=r"127\.0\.0\.1:1"):
-        init_ray("127.0.0.1:1", 1, 0)
+        init_ray("127.0.0.1:1", {"CPU": 1})
     assert time.perf_counter() - start < 5
     from posrft.rollout.pool import RolloutPool
 

@@ -1,10 +1,12 @@
 """Rollout workers (floor 3): Ray actors that sample :class:`~posrft.policy.rollout.RolloutBatch`
 es for the learner, and weight sync through the object store.
 
-Public API: :class:`RolloutPool` (``submit``/``gather``/``generate``, ``sync_weights``) and its
-in-process twin :class:`LocalRolloutPool`, :class:`RolloutResult`, :class:`RolloutWorker`, :func:`merged_state_dict`,
-:func:`concat_rollouts`, :func:`shard_prompts`, :func:`shard_seed`, :func:`pack_state_dict` /
-:func:`unpack_bucket`. Names are imported lazily, so importing the package does not start Ray.
+Public API: :class:`RolloutPool` (``submit``/``gather``/``generate``, ``sync_weights``,
+``resize``) and its in-process twin :class:`LocalRolloutPool`, :class:`RolloutResult`,
+:class:`RolloutWorker`, :func:`merged_state_dict` / :func:`adapter_state_dict` (the two sync
+layouts of a LoRA learner), :class:`WeightSyncError`, :func:`concat_rollouts`,
+:func:`shard_prompts`, :func:`shard_seed`, :func:`pack_state_dict` / :func:`unpack_bucket`,
+:func:`init_ray`. Names are imported lazily, so importing the package does not start Ray.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ _EXPORTS = {
     "RolloutWorker": "worker",
     "SAMPLING_KEYS": "worker",
     "merged_state_dict": "weights",
+    "adapter_state_dict": "weights",
+    "WeightSyncError": "fingerprint",
+    "init_ray": "cluster",
+    "STRATEGIES": "placement",
     "concat_rollouts": "concat",
     "shard_prompts": "sharding",
     "shard_seed": "sharding",

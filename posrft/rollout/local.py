@@ -1,12 +1,12 @@
 """``LocalRolloutPool``: the :class:`~posrft.rollout.pool.RolloutPool` contract without Ray.
 
 One :class:`~posrft.rollout.worker.RolloutWorker` lives in the learner's own process: the same
-policy replica, loading and weight-update code as a Ray actor, so ``num_rollout_workers: 0``
-samples exactly what one Ray worker would. ``submit`` samples at once with the weights the pool
-holds at that moment (there is no second process to overlap with), so the model version of
-every sample is the one current at submission, as for an actor whose queue is empty; ``gather``
-returns the finished batch. This keeps bounded staleness exact in-process: a batch submitted
-``k`` versions ago was sampled by weights ``k`` versions old.
+policy replica, loading, scoring, weight-update and verification code as a Ray actor, so
+``num_rollout_workers: 0`` samples exactly what one Ray worker would. ``submit`` samples at once
+with the weights the pool holds at that moment (there is no second process to overlap with), so
+the model version of every sample is the one current at submission, as for an actor whose queue
+is empty; ``gather`` returns the finished batch. This keeps bounded staleness exact in-process:
+a batch submitted ``k`` versions ago was sampled by weights ``k`` versions old.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from posrft.rollout.buckets import check_compatible, manifest_of
+from posrft.rollout.fingerprint import compare, expected_fingerprint
 from posrft.rollout.pool import RolloutResult
 from posrft.rollout.sharding import shard_seed, split_rows
 from posrft.rollout.worker import RolloutWorker, check_sampling
@@ -35,15 +36,20 @@ class LocalHandle:
 
 class LocalRolloutPool:
     """An in-process rollout worker behind the pool API (``submit``/``gather``/``generate``,
-    ``sync_weights``, ``shutdown``). ``worker_kwargs`` go to :class:`RolloutWorker`."""
+    ``sync_weights``, ``shutdown``). ``verify``: check each sync's fingerprints as the Ray pool
+    does; ``worker_kwargs`` go to :class:`RolloutWorker` (``lora=`` for adapter-only sync,
+    ``scorer=`` to score in the pool)."""
 
     num_workers = 1
     total_restarts = 0
+    deaths: list[dict[str, Any]] = []
 
-    def __init__(self, model_path: str | Path, **worker_kwargs: Any) -> None:
+    def __init__(self, model_path: str | Path, verify: bool = True, **worker_kwargs: Any) -> None:
         if not (Path(model_path) / "config.json").is_file():
             raise FileNotFoundError(f"rollout model folder {model_path} has no config.json")
         self.worker: RolloutWorker | None = RolloutWorker(str(model_path), **worker_kwargs)
+        self.verify = verify
+        self.scorer = self.worker.scorer
         self._manifest = self.worker.manifest()
         self.pad_token_id = self.worker.policy.pad_token_id
 
@@ -58,25 +64,33 @@ class LocalRolloutPool:
 
     def submit(self, prompts: Sequence[Any], images: Sequence[Any] | None = None, *,
                num_generations: int = 1, sampling: Mapping[str, Any] | None = None,
-               seed: int | None = None) -> LocalHandle:
-        """Sample ``num_generations`` completions per prompt now; returns a handle to gather."""
+               seed: int | None = None, score_rows: Sequence[Any] | None = None) -> LocalHandle:
+        """Sample ``num_generations`` completions per prompt now (and score them against
+        ``score_rows`` with the pool's scorer); returns a handle to gather."""
         worker = self._open()
         prompts, images = split_rows(prompts, images)
         if num_generations < 1:
             raise ValueError(f"num_generations must be >= 1, got {num_generations}")
         start = time.perf_counter()
         # one shard, seeded like shard 0 of a Ray pool so both sample the same thing
-        batch, version, timings = worker.generate(prompts, images, num_generations,
-                                                  check_sampling(sampling), shard_seed(seed, 0))
+        batch, version, timings, scores = worker.generate(
+            prompts, images, num_generations, check_sampling(sampling), shard_seed(seed, 0),
+            None if score_rows is None else list(score_rows))
+        if scores is not None:
+            scores = self.scorer.combine([scores])
         seconds = time.perf_counter() - start
         tokens = float(batch.completion_mask.sum())
         metrics = {"rollout_s": seconds, "samples": float(len(batch)), "completion_tokens": tokens,
                    "samples_per_s": len(batch) / seconds, "tokens_per_s": tokens / seconds,
                    "slowest_worker_generate_s": timings["generate_s"], "overhead_s": 0.0,
-                   "concat_s": 0.0, "workers_used": 1.0, "restarts": 0.0, "total_restarts": 0.0,
+                   "concat_s": 0.0, "workers_used": 1.0, "nodes_used": 1.0, "workers_live": 1.0,
+                   "restarts": 0.0, "total_restarts": 0.0,
                    "min_version": float(version), "max_version": float(version)}
+        if scores is not None:
+            metrics["reward_s"] = timings["reward_s"]
         versions = torch.full((len(batch),), version, dtype=torch.long)
-        return LocalHandle(RolloutResult(batch, versions, metrics, [dict(timings, shard=0.0)]))
+        return LocalHandle(RolloutResult(batch, versions, metrics, [dict(timings, shard=0.0)],
+                                         scores))
 
     def gather(self, handle: LocalHandle, timeout_s: float | None = None) -> RolloutResult:
         if handle.gathered:
@@ -86,13 +100,15 @@ class LocalRolloutPool:
 
     def generate(self, prompts: Sequence[Any], images: Sequence[Any] | None = None, *,
                  num_generations: int = 1, sampling: Mapping[str, Any] | None = None,
-                 seed: int | None = None, timeout_s: float | None = None) -> RolloutResult:
+                 seed: int | None = None, timeout_s: float | None = None,
+                 score_rows: Sequence[Any] | None = None) -> RolloutResult:
         return self.gather(self.submit(prompts, images, num_generations=num_generations,
-                                       sampling=sampling, seed=seed))
+                                       sampling=sampling, seed=seed, score_rows=score_rows))
 
     def sync_weights(self, state_dict: Mapping[str, Tensor], version: int,
                      bucket_mb: float = 64.0) -> dict[str, float]:
-        """Load ``state_dict`` (plain-policy keys) into the replica and set ``version``."""
+        """Load ``state_dict`` (keys of the worker's model) into the replica, set ``version``
+        and, with ``verify``, check the replica's tensor hashes against the learner's."""
         worker = self._open()
         if not isinstance(version, int) or version < 0:
             raise ValueError(f"version must be an int >= 0, got {version!r}")
@@ -102,11 +118,20 @@ class LocalRolloutPool:
         check_compatible(self._manifest, manifest_of(state_dict), "sync_weights")
         # copies, like the object store would make: the replica must not alias learner tensors
         loaded = worker.update_weights([{k: v.detach().to("cpu", copy=True)
-                                         for k, v in state_dict.items()}], version)
+                                         for k, v in state_dict.items()}], version,
+                                       verify=self.verify)
+        out = {"bytes": loaded["bytes"], "tensors": float(len(state_dict)), "buckets": 1.0,
+               "bucket_mb": float(bucket_mb), "version": float(version), "restarts": 0.0,
+               "workers": 1.0, "verified": float(self.verify)}
+        if self.verify:
+            t0 = time.perf_counter()
+            expected = expected_fingerprint(state_dict, self._manifest)
+            out["learner_verify_s"] = time.perf_counter() - t0
+            out["worker_verify_s_max"] = loaded["verify_s"]
+            compare(expected, loaded["fingerprint"], "the in-process rollout worker")
         seconds = time.perf_counter() - start
-        return {"bytes": loaded["bytes"], "tensors": float(len(state_dict)), "buckets": 1.0,
-                "bucket_mb": float(bucket_mb), "seconds": seconds,
-                "gb_per_s": loaded["bytes"] / max(seconds, 1e-9) / 1e9, "version": float(version)}
+        out.update(seconds=seconds, gb_per_s=loaded["bytes"] / max(seconds, 1e-9) / 1e9)
+        return out
 
     def shutdown(self) -> None:
         self.worker = None

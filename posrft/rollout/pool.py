@@ -1,19 +1,31 @@
 """``RolloutPool``: Ray rollout workers owned by the learner's rank 0.
 
 One step: the prompts are split into contiguous shards of whole prompts (a prompt's G samples
-stay on one worker), each shard is sampled by one worker in one ``generate`` call with its own
-seed (:func:`~posrft.rollout.sharding.shard_seed`), and the shards are concatenated back in input
-order (:func:`~posrft.rollout.concat.concat_rollouts`). ``submit`` / ``gather`` split the step so
-the learner can overlap it with other work.
+stay on one worker, so a group is never split), one shard per live worker, each sampled in one
+``generate`` call with its own seed (:func:`~posrft.rollout.sharding.shard_seed`), and the shards
+are concatenated back in input order (:func:`~posrft.rollout.concat.concat_rollouts`).
+``submit`` / ``gather`` split the step so the learner can overlap it with other work. With a
+``scorer`` the workers also score their own samples (rewards next to the rollouts) and
+``RolloutResult.scores`` holds the combined scores.
 
-Fault tolerance: a worker whose actor dies (killed, crashed, out of memory) is replaced by a new
-actor loaded from the model folder, which then receives the latest synced weights from the object
-refs the pool keeps; its shard is sampled again with the same seed (so the result is what the
-dead worker would have returned). At most ``max_restarts`` attempts per shard per step, then
-``RuntimeError``. Errors raised *inside* ``generate`` (bad prompts) are not retried.
+Placement and cluster: see :mod:`posrft.rollout.cluster` (local, loopback-only, or an existing
+cluster) and :mod:`posrft.rollout.placement` (one placement-group bundle per worker, ``PACK`` /
+``SPREAD`` ...).
+
+Fault tolerance (:mod:`posrft.rollout.fleet`): a worker whose actor dies (killed, crashed, out
+of memory, node gone) is logged with its number and Ray's cause and replaced in its bundle; its
+shard is sampled again at once by a live worker with the same seed, so the step gets exactly the
+samples the dead worker would have returned. A shard may lose its worker ``max_restarts`` times
+per step, then ``RuntimeError``. Errors raised *inside* ``generate`` (bad prompts, a reward
+function's error) are not retried. The replacement joins (latest weights pushed and verified) at
+the next ``submit`` / ``sync_weights`` once it is ready; until then the step runs on fewer
+workers. Deaths are counted in the step where they happen: ``restarts`` in the gather's metrics
+and in ``sync_weights``'s.
 
 Weight sync: the learner's tensors are packed into buckets (:mod:`posrft.rollout.buckets`), each
-``ray.put`` once; every worker reads the same refs zero-copy from shared memory.
+``ray.put`` once; every worker reads the same refs zero-copy from shared memory (or over the
+network from another node) and, with ``verify``, reports a hash (XXH3-64) of every tensor it then
+holds, checked against the learner's (:mod:`posrft.rollout.fingerprint`).
 """
 
 from __future__ import annotations
@@ -27,37 +39,33 @@ from typing import Any
 
 import ray
 import torch
-from ray.exceptions import (
-    ActorUnavailableError,
-    GetTimeoutError,
-    OutOfMemoryError,
-    RayActorError,
-    WorkerCrashedError,
-)
 from torch import Tensor
 
 from posrft.policy.rollout import RolloutBatch
+from posrft.rollout import placement
 from posrft.rollout.buckets import Manifest, check_compatible, manifest_of, pack_state_dict
 from posrft.rollout.cluster import init_ray
 from posrft.rollout.concat import concat_rollouts
+from posrft.rollout.fingerprint import Fingerprint, expected_fingerprint
+from posrft.rollout.fleet import WORKER_LOST, Fleet, Slot, Weights
 from posrft.rollout.sharding import shard_prompts, shard_seed, split_rows
 from posrft.rollout.worker import RolloutWorker, check_sampling
 
-#: Errors that mean "the worker is gone" (ActorDiedError is a RayActorError), as opposed to
-#: an error raised by the work itself, which is never retried.
-WORKER_LOST = (RayActorError, WorkerCrashedError, ActorUnavailableError, OutOfMemoryError)
+__all__ = ["RolloutPool", "RolloutResult", "RolloutHandle", "WORKER_LOST"]
 
 
 @dataclass
 class RolloutResult:
     """batch: N = prompts · G samples in input order; model_version (N,) int64: the weights
     version that sampled each row; metrics: flat floats for logging (``rollout_s``,
-    ``samples_per_s``, ``tokens_per_s``, ``restarts``...); per_worker: one dict per shard."""
+    ``samples_per_s``, ``tokens_per_s``, ``restarts``, ``workers_used``, ``nodes_used``...);
+    per_worker: one dict per shard; scores: the scorer's combined output (None without one)."""
 
     batch: RolloutBatch
     model_version: Tensor
     metrics: dict[str, float]
     per_worker: list[dict[str, float]]
+    scores: Any = None
 
 
 @dataclass
@@ -66,6 +74,10 @@ class _Shard:
     prompts: list[Any]
     images: list[Any] | None
     seed: int | None
+    rows: list[Any] | None  # rows to score, when the workers score
+    slot: Slot | None = None
+    actor: Any = None  # the actor the current attempt runs on
+    node_id: str = ""  # where it runs
     ref: Any = None
     attempts: int = 0
     restarts: int = 0
@@ -83,14 +95,22 @@ class RolloutHandle:
 
 
 class RolloutPool:
-    """``num_workers`` :class:`RolloutWorker` actors (``num_cpus_per_worker`` CPUs and
-    ``num_gpus_per_worker`` GPUs each) on a local Ray (default) or the cluster at
+    """``num_workers`` :class:`RolloutWorker` actors (``num_cpus_per_worker`` CPUs,
+    ``num_gpus_per_worker`` GPUs and ``worker_resources`` each, in placement-group bundles
+    placed by ``placement_strategy``) on a local Ray (default) or the cluster at
     ``ray_address``. An unreachable address raises ``ConnectionError`` within
-    ``connect_timeout_s``. Use as a context manager or call :meth:`shutdown`."""
+    ``connect_timeout_s``. ``lora``: the learner's LoRA settings for adapter-only sync, applied
+    merged or not (``merge_adapter``; see :class:`RolloutWorker`); ``scorer``: rewards on the
+    workers; ``verify``: check every sync's fingerprints. Use as a context manager or call
+    :meth:`shutdown`."""
 
     def __init__(self, model_path: str | Path, num_workers: int, num_cpus_per_worker: float = 1.0,
                  num_gpus_per_worker: float = 0.0, ray_address: str | None = None, *,
                  dtype: str | None = None, pose_sigma: Mapping[str, Any] | None = None,
+                 lora: Mapping[str, Any] | None = None, merge_adapter: bool = True,
+                 scorer: Any = None,
+                 placement_strategy: str = "PACK",
+                 worker_resources: Mapping[str, float] | None = None, verify: bool = True,
                  max_restarts: int = 3, startup_timeout_s: float = 300.0,
                  connect_timeout_s: float = 3.0,
                  ray_init_kwargs: Mapping[str, Any] | None = None) -> None:
@@ -101,124 +121,129 @@ class RolloutPool:
                              f"{num_cpus_per_worker} and {num_gpus_per_worker}")
         if max_restarts < 0:
             raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
+        bundle = placement.worker_bundle(num_cpus_per_worker, num_gpus_per_worker,
+                                         worker_resources)
+        placement.check_strategy(placement_strategy)
         self.model_path = str(model_path)
         if ray_address is None and not (Path(model_path) / "config.json").is_file():
             raise FileNotFoundError(f"rollout model folder {model_path} has no config.json")
-        self.num_workers = num_workers
         self.max_restarts = max_restarts
         self.startup_timeout_s = startup_timeout_s
+        self.verify = verify
+        self.scorer = scorer
         self.total_restarts = 0
         self._in_flight = 0  # submitted, not yet gathered handles
-        self._workers: list[Any] = []
-        self._weight_refs: list[Any] = []
-        self._weight_manifest: Manifest | None = None
-        self._version = 0
-        self._started_ray = init_ray(ray_address, num_workers * num_cpus_per_worker,
-                                     num_workers * num_gpus_per_worker,
-                                     connect_timeout_s=connect_timeout_s,
+        self._fleet: Fleet | None = None
+        required = {k: v * num_workers for k, v in bundle.items()}
+        self._started_ray = init_ray(ray_address, required, connect_timeout_s=connect_timeout_s,
                                      **dict(ray_init_kwargs or {}))
-        self._actor_cls = ray.remote(num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker,
-                                     max_restarts=0, max_task_retries=0)(RolloutWorker)
-        self._worker_kwargs = dict(num_threads=max(1, math.floor(num_cpus_per_worker)),
-                                   device="cuda" if num_gpus_per_worker > 0 else "cpu", dtype=dtype,
-                                   pose_sigma=pose_sigma)
+        actor_cls = ray.remote(num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker,
+                               max_restarts=0, max_task_retries=0)(RolloutWorker)
+        worker_kwargs = dict(num_threads=max(1, math.floor(num_cpus_per_worker)),
+                             device="cuda" if num_gpus_per_worker > 0 else "cpu", dtype=dtype,
+                             pose_sigma=pose_sigma, lora=dict(lora) if lora else None,
+                             merge_adapter=merge_adapter, scorer=scorer)
+        custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU")}
+
+        def make_actor(index: int, options: dict[str, Any]) -> Any:
+            opts = dict(options, resources=custom) if custom else options
+            return actor_cls.options(**opts).remote(self.model_path, worker_index=index,
+                                                    **worker_kwargs)
+
         try:
-            self._workers = [self._spawn(i) for i in range(num_workers)]
-            self.worker_info = self._wait_ready(self._workers)
-            self._manifest: Manifest = ray.get(self._workers[0].manifest.remote())
-            self.pad_token_id = int(self.worker_info[0]["pad_token_id"])
+            self._fleet = Fleet(make_actor, bundle, placement_strategy,
+                                startup_timeout_s=startup_timeout_s, max_failures=max_restarts)
+            self._fleet.wait_all(self._fleet.add(num_workers), self.model_path)
+            first = self._fleet.slots[0]
+            self._manifest: Manifest = ray.get(first.actor.manifest.remote())
+            self.pad_token_id = int(first.info["pad_token_id"])
         except BaseException:
             self.shutdown()
             raise
 
-    # ------------------------------------------------------------------ actors
-    def _spawn(self, slot: int) -> Any:
-        return self._actor_cls.remote(self.model_path, worker_index=slot, **self._worker_kwargs)
-
-    def _wait_ready(self, workers: Sequence[Any]) -> list[dict[str, Any]]:
-        try:
-            return ray.get([w.ping.remote() for w in workers], timeout=self.startup_timeout_s)
-        except GetTimeoutError:
-            raise TimeoutError(f"rollout workers did not start within {self.startup_timeout_s:g} s "
-                               f"(cluster resources: {ray.cluster_resources()})") from None
-        except RayActorError as err:
-            raise RuntimeError(f"a rollout worker failed to load {self.model_path}: {err}") from err
-
-    def _restart(self, slot: int) -> None:
-        """Replace the actor in ``slot`` and bring it to the latest synced weights."""
-        try:
-            ray.kill(self._workers[slot], no_restart=True)
-        except Exception:  # already gone; nothing to clean up
-            pass
-        worker = self._workers[slot] = self._spawn(slot)  # in the slot even if it fails to start
-        try:
-            ray.get(worker.ping.remote(), timeout=self.startup_timeout_s)
-        except GetTimeoutError:
-            ray.kill(worker, no_restart=True)
-            raise TimeoutError(f"replacement rollout worker {slot} did not start within "
-                               f"{self.startup_timeout_s:g} s") from None
-        if self._weight_refs:
-            ray.get(worker.update_weights.remote(self._weight_refs, self._version,
-                                                 self._weight_manifest))
-        self.total_restarts += 1
-
-    def _check_alive(self, timeout_s: float = 5.0) -> int:
-        """Ping every worker; restart the dead ones (a worker killed after finishing its shard is
-        noticed here rather than in the next step). Returns the number restarted."""
-        pings = [w.ping.remote() for w in self._workers]
-        ready, _ = ray.wait(pings, num_returns=len(pings), timeout=timeout_s)
-        restarted = 0
-        for slot, ref in enumerate(pings):
-            if ref not in ready:
-                continue  # busy (e.g. another handle's work): not known to be dead
-            try:
-                ray.get(ref)
-            except WORKER_LOST:
-                restarted += self._try_restart(slot)
-        return restarted
-
-    def _try_restart(self, slot: int) -> int:
-        """Restart outside a shard's retry loop; if the replacement dies too, the slot stays
-        dead and the next step's ``gather`` restarts it (with the latest weights)."""
-        try:
-            self._restart(slot)
-            return 1
-        except WORKER_LOST:
-            return 0
+    # ------------------------------------------------------------------ views
+    @property
+    def num_workers(self) -> int:
+        """Slots, live or starting (the pool's size)."""
+        return len(self._open().slots)
 
     @property
     def workers(self) -> list[Any]:
         """The current actor handles (slot order); a restart replaces an entry."""
-        return list(self._workers)
+        return [s.actor for s in self._open().slots]
+
+    @property
+    def worker_info(self) -> list[dict[str, Any]]:
+        """Each slot's last ping: pid, node_id, node_ip, version, device..."""
+        return [dict(s.info, slot=s.index, live=s.live) for s in self._open().slots]
+
+    @property
+    def deaths(self) -> list[dict[str, Any]]:
+        """Every worker death seen: worker, pid, node_id, during, cause, time."""
+        return list(self._open().deaths)
 
     @property
     def version(self) -> int:
-        return self._version
+        w = self._open().weights
+        return 0 if w is None else w.version
+
+    def wait_ready(self, timeout_s: float) -> int:
+        """Let starting workers (replacements, added ones) join, waiting up to ``timeout_s``
+        for all of them; returns the number of live workers. Never needed for correctness: the
+        pool admits ready workers by itself at each ``submit`` / ``sync_weights``."""
+        fleet = self._open()
+        deadline = time.perf_counter() + timeout_s
+        while len(fleet.live()) < len(fleet.slots):
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            fleet.admit(block_s=min(left, 5.0))
+        return len(fleet.live())
+
+    def resize(self, num_workers: int) -> None:
+        """Change the number of workers between steps: new ones start (in bundles that removed
+        workers left, else in a new placement group) and join with the latest weights once
+        ready; removed ones (starting ones first, then the highest-numbered) are stopped."""
+        if self._in_flight:
+            raise RuntimeError("resize the rollout pool between steps (a handle is in flight)")
+        self._open().resize(num_workers)
 
     # ------------------------------------------------------------------ rollouts
     def submit(self, prompts: Sequence[Any], images: Sequence[Any] | None = None, *,
                num_generations: int = 1, sampling: Mapping[str, Any] | None = None,
-               seed: int | None = None) -> RolloutHandle:
+               seed: int | None = None,
+               score_rows: Sequence[Any] | None = None) -> RolloutHandle:
         """Start sampling ``num_generations`` completions for each prompt (or dataset row with
-        ``prompt`` / ``images``); returns at once."""
-        self._check_open()
+        ``prompt`` / ``images``); returns at once. ``score_rows`` (one per prompt): what the
+        pool's scorer scores the samples against, on the workers."""
+        fleet = self._open()
         prompts, images = split_rows(prompts, images)
         if num_generations < 1:
             raise ValueError(f"num_generations must be >= 1, got {num_generations}")
+        if score_rows is not None:
+            if self.scorer is None:
+                raise ValueError("score_rows given but the pool has no scorer")
+            if len(score_rows) != len(prompts):
+                raise ValueError(f"score_rows has {len(score_rows)} rows for {len(prompts)} prompts")
         sampling = check_sampling(sampling)
+        fleet.admit()
+        fleet.wait_for_live(self.startup_timeout_s)
+        live = fleet.live()
         shards = [_Shard(k, prompts[r.start:r.stop],
-                         None if images is None else images[r.start:r.stop], shard_seed(seed, k))
-                  for k, r in enumerate(shard_prompts(len(prompts), self.num_workers))]
+                         None if images is None else images[r.start:r.stop], shard_seed(seed, k),
+                         None if score_rows is None else list(score_rows[r.start:r.stop]))
+                  for k, r in enumerate(shard_prompts(len(prompts), len(live)))]
         handle = RolloutHandle(shards, num_generations, sampling, time.perf_counter())
-        for shard in shards:
-            self._launch(handle, shard)
+        for shard, slot in zip(shards, live):
+            self._launch(handle, shard, slot)
         self._in_flight += 1
         return handle
 
-    def _launch(self, handle: RolloutHandle, shard: _Shard) -> None:
+    def _launch(self, handle: RolloutHandle, shard: _Shard, slot: Slot) -> None:
         shard.attempts += 1
-        shard.ref = self._workers[shard.index].generate.remote(
-            shard.prompts, shard.images, handle.num_generations, handle.sampling, shard.seed)
+        shard.slot, shard.actor, shard.node_id = slot, slot.actor, slot.info.get("node_id", "")
+        shard.ref = slot.actor.generate.remote(shard.prompts, shard.images, handle.num_generations,
+                                               handle.sampling, shard.seed, shard.rows)
 
     def gather(self, handle: RolloutHandle, timeout_s: float | None = None) -> RolloutResult:
         """Wait for ``handle``'s shards (re-sampling those whose worker died) and concatenate
@@ -232,14 +257,14 @@ class RolloutPool:
         finally:
             self._in_flight -= 1
         # with other handles in flight a ping would queue behind their shards: skip the check
-        late_restarts = self._check_alive() if self._in_flight == 0 else 0
-        return self._assemble(handle, outputs, late_restarts)
+        if self._in_flight == 0:
+            self._check_alive()
+        return self._assemble(handle, outputs, self._open().drain_restarts())
 
-    def _wait_shards(self, handle: RolloutHandle,
-                     timeout_s: float | None) -> dict[int, tuple[RolloutBatch, int, dict]]:
+    def _wait_shards(self, handle: RolloutHandle, timeout_s: float | None) -> dict[int, tuple]:
         deadline = None if timeout_s is None else time.perf_counter() + timeout_s
         pending = {shard.ref: shard for shard in handle.shards}
-        outputs: dict[int, tuple[RolloutBatch, int, dict[str, float]]] = {}
+        outputs: dict[int, tuple] = {}
         while pending:
             left = None if deadline is None else max(0.0, deadline - time.perf_counter())
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=left)
@@ -249,129 +274,160 @@ class RolloutPool:
             shard = pending.pop(ready[0])
             try:
                 outputs[shard.index] = ray.get(ready[0])
+                shard.slot.failures = 0
             except WORKER_LOST as err:
                 self._relaunch(handle, shard, err)
                 pending[shard.ref] = shard
         return outputs
 
     def _relaunch(self, handle: RolloutHandle, shard: _Shard, err: Exception) -> None:
-        """Restart the shard's worker and sample the shard again; a replacement that dies while
-        starting counts as another attempt. ``RuntimeError`` after ``max_restarts`` attempts."""
-        while True:
-            if shard.attempts > self.max_restarts:
-                raise RuntimeError(
-                    f"rollout worker {shard.index} died {shard.attempts} times on the same shard "
-                    f"(max_restarts={self.max_restarts}); last error: {err}") from err
-            try:
-                self._restart(shard.index)
-            except WORKER_LOST as again:
-                shard.attempts += 1
-                err = again
-                continue
-            shard.restarts += 1
-            self._launch(handle, shard)
-            return
+        """The shard's worker died: replace it and sample the shard again on a live worker
+        (the least busy with this handle). ``RuntimeError`` after ``max_restarts`` attempts."""
+        fleet = self._open()
+        fleet.report_death(shard.slot, shard.actor, err,
+                           f"sampling shard {shard.index} (attempt {shard.attempts})")
+        if shard.attempts > self.max_restarts:
+            raise RuntimeError(
+                f"rollout shard {shard.index} lost its worker {shard.attempts} times (last: "
+                f"rollout worker {shard.slot.index}; max_restarts={self.max_restarts}); last "
+                f"error: {err}") from err
+        shard.restarts += 1
+        fleet.admit()
+        fleet.wait_for_live(self.startup_timeout_s)
+        busy = {s.slot.index: 0 for s in handle.shards}
+        for s in handle.shards:
+            busy[s.slot.index] = busy.get(s.slot.index, 0) + 1
+        slot = min(fleet.live(), key=lambda s: (busy.get(s.index, 0), s.index))
+        self._launch(handle, shard, slot)
 
-    def _assemble(self, handle: RolloutHandle, outputs: dict[int, tuple[RolloutBatch, int, dict]],
-                  late_restarts: int) -> RolloutResult:
+    def _check_alive(self, timeout_s: float = 5.0) -> None:
+        """Ping every live worker; report the dead (a worker killed after finishing its shard
+        is noticed here rather than in the next step)."""
+        fleet = self._open()
+        targets = [(s, s.actor) for s in fleet.live()]
+        pings = [a.ping.remote() for _, a in targets]
+        ready, _ = ray.wait(pings, num_returns=len(pings), timeout=timeout_s)
+        ready = set(ready)
+        for (slot, actor), ref in zip(targets, pings):
+            if ref not in ready:
+                continue  # busy: not known to be dead
+            try:
+                slot.info = ray.get(ref)
+            except WORKER_LOST as err:
+                fleet.report_death(slot, actor, err, "idle (found by a ping after the step)")
+
+    def _assemble(self, handle: RolloutHandle, outputs: dict[int, tuple],
+                  restarts: int) -> RolloutResult:
         start = time.perf_counter()
         ordered = [outputs[s.index] for s in handle.shards]
-        batch = concat_rollouts([b for b, _, _ in ordered], self.pad_token_id)
-        versions = torch.cat([torch.full((len(b),), v, dtype=torch.long) for b, v, _ in ordered])
+        batch = concat_rollouts([o[0] for o in ordered], self.pad_token_id)
+        versions = torch.cat([torch.full((len(o[0]),), o[1], dtype=torch.long) for o in ordered])
+        scores = None
+        if any(o[3] is not None for o in ordered):
+            scores = self.scorer.combine([o[3] for o in ordered])
         concat_s = time.perf_counter() - start
         rollout_s = time.perf_counter() - handle.submitted_at
         per_worker = []
-        for shard, (_, version, timings) in zip(handle.shards, ordered):
+        for shard, (_, version, timings, _) in zip(handle.shards, ordered):
             busy = max(timings["generate_s"], 1e-9)
             per_worker.append({**timings, "shard": float(shard.index), "version": float(version),
-                               "attempts": float(shard.attempts),
+                               "slot": float(shard.slot.index), "attempts": float(shard.attempts),
                                "samples_per_s": timings["samples"] / busy,
                                "tokens_per_s": timings["completion_tokens"] / busy})
         tokens = float(batch.completion_mask.sum())
         slowest = max(w["generate_s"] for w in per_worker)
+        self.total_restarts += restarts
+        nodes = {shard.node_id for shard in handle.shards}
         metrics = {
             "rollout_s": rollout_s, "samples": float(len(batch)), "completion_tokens": tokens,
             "samples_per_s": len(batch) / rollout_s, "tokens_per_s": tokens / rollout_s,
             "slowest_worker_generate_s": slowest, "overhead_s": max(0.0, rollout_s - slowest),
-            "concat_s": concat_s, "workers_used": float(len(per_worker)),
-            "restarts": float(sum(s.restarts for s in handle.shards) + late_restarts),
-            "total_restarts": float(self.total_restarts),
+            "concat_s": concat_s, "workers_used": float(len({s.slot.index for s in handle.shards})),
+            "nodes_used": float(len(nodes)), "workers_live": float(len(self._open().live())),
+            "restarts": float(restarts), "total_restarts": float(self.total_restarts),
             "min_version": float(versions.min()), "max_version": float(versions.max()),
         }
-        return RolloutResult(batch, versions, metrics, per_worker)
+        if scores is not None:
+            metrics["reward_s"] = max(w.get("reward_s", 0.0) for w in per_worker)
+        return RolloutResult(batch, versions, metrics, per_worker, scores)
 
     def generate(self, prompts: Sequence[Any], images: Sequence[Any] | None = None, *,
                  num_generations: int = 1, sampling: Mapping[str, Any] | None = None,
-                 seed: int | None = None, timeout_s: float | None = None) -> RolloutResult:
+                 seed: int | None = None, timeout_s: float | None = None,
+                 score_rows: Sequence[Any] | None = None) -> RolloutResult:
         """:meth:`submit` then :meth:`gather`."""
         handle = self.submit(prompts, images, num_generations=num_generations, sampling=sampling,
-                             seed=seed)
+                             seed=seed, score_rows=score_rows)
         return self.gather(handle, timeout_s)
 
     # ------------------------------------------------------------------ weights
     def sync_weights(self, state_dict: Mapping[str, Tensor], version: int,
                      bucket_mb: float = 64.0) -> dict[str, float]:
-        """Push ``state_dict`` (keys of a plain ``PosePolicy``, e.g. from
-        :func:`~posrft.rollout.weights.merged_state_dict`) to every worker and set ``version``.
+        """Push ``state_dict`` to every worker and set ``version``: keys of the workers' model
+        (a plain ``PosePolicy``'s, e.g. :func:`~posrft.rollout.weights.merged_state_dict`; in
+        adapter mode the LoRA policy's, :func:`~posrft.rollout.weights.adapter_state_dict`).
 
         Each sync must carry every weight that differs from the model folder (a restarted worker
         gets only the latest sync). Keys and shapes are checked against the workers' model
-        before anything is sent (``ValueError`` naming the key). Returns bytes, seconds, GB/s
-        (bytes / seconds: how fast one model update reaches all workers) and the phase times.
+        before anything is sent (``ValueError`` naming the key); with ``verify`` every worker's
+        tensor hashes are checked afterwards (``WeightSyncError`` naming the worker and the tensor).
+        Returns bytes, seconds, GB/s (bytes / seconds: how fast one model update reaches all
+        workers), phase times, ``restarts`` (deaths during this sync) and ``workers``.
         """
-        self._check_open()
+        fleet = self._open()
         if not isinstance(version, int) or version < 0:
             raise ValueError(f"version must be an int >= 0, got {version!r}")
         if not state_dict:
             raise ValueError("sync_weights got an empty state dict")
         start = time.perf_counter()
+        fleet.admit()  # ready replacements join first (with the previous weights)
         incoming = manifest_of(state_dict)
         check_compatible(self._manifest, incoming, "sync_weights")
         buckets = pack_state_dict(state_dict, max(1, int(bucket_mb * 2**20)))
         nbytes = sum(b.nbytes for b in buckets)
         packed = time.perf_counter()
         refs = [ray.put(b) for b in buckets]
-        del buckets
         put = time.perf_counter()
-        # stored before the push so a worker restarted during it receives these weights
-        self._weight_refs, self._weight_manifest, self._version = refs, incoming, version
-        loads = self._push_all(refs, version, incoming)
+        timing: dict[str, float] = {}
+
+        def expected() -> Fingerprint:
+            t0 = time.perf_counter()
+            fp = expected_fingerprint(state_dict, self._manifest, threads=4)
+            timing["learner_verify_s"] = time.perf_counter() - t0
+            return fp
+
+        loads = fleet.push(Weights(refs, incoming, version, None),
+                           expected if self.verify else None)
+        del buckets
         end = time.perf_counter()
         seconds = end - start
-        return {"bytes": float(nbytes), "tensors": float(len(incoming)),
-                "buckets": float(len(refs)), "bucket_mb": float(bucket_mb), "seconds": seconds,
-                "gb_per_s": nbytes / seconds / 1e9,
-                "pack_s": packed - start, "put_s": put - packed, "push_s": end - put,
-                "worker_load_s_max": max(x["load_s"] for x in loads),
-                "worker_fetch_s_max": max(x["fetch_s"] for x in loads), "version": float(version)}
-
-    def _push_all(self, refs: list[Any], version: int,
-                  manifest: Manifest) -> list[dict[str, float]]:
-        futures = {slot: w.update_weights.remote(refs, version, manifest)
-                   for slot, w in enumerate(self._workers)}
-        loads = []
-        for slot, future in futures.items():
-            try:
-                loads.append(ray.get(future))
-            except WORKER_LOST:
-                self._try_restart(slot)  # a replacement is loaded with these refs by _restart
-                loads.append({"load_s": 0.0, "fetch_s": 0.0, "bytes": 0.0})
-        return loads
+        restarts = fleet.drain_restarts()
+        self.total_restarts += restarts
+        out = {"bytes": float(nbytes), "tensors": float(len(incoming)),
+               "buckets": float(len(refs)), "bucket_mb": float(bucket_mb), "seconds": seconds,
+               "gb_per_s": nbytes / seconds / 1e9,
+               "pack_s": packed - start, "put_s": put - packed, "push_s": end - put,
+               "worker_load_s_max": max((x["load_s"] for x in loads), default=0.0),
+               "worker_fetch_s_max": max((x["fetch_s"] for x in loads), default=0.0),
+               "version": float(version), "restarts": float(restarts),
+               "workers": float(len(fleet.live())), "verified": float(self.verify)}
+        if self.verify:
+            out["worker_verify_s_max"] = max((x.get("verify_s", 0.0) for x in loads), default=0.0)
+            out["learner_verify_s"] = timing.get("learner_verify_s", 0.0)
+        return out
 
     # ------------------------------------------------------------------ lifetime
-    def _check_open(self) -> None:
-        if not self._workers:
+    def _open(self) -> Fleet:
+        if self._fleet is None:
             raise RuntimeError("the rollout pool is shut down")
+        return self._fleet
 
     def shutdown(self) -> None:
-        """Kill the workers, drop the weight refs, and stop Ray if this pool started it."""
-        for worker in self._workers:
-            try:
-                ray.kill(worker, no_restart=True)
-            except Exception:  # already dead
-                pass
-        self._workers = []
-        self._weight_refs = []
+        """Kill the workers, release their placement groups and the weight refs, and disconnect
+        from Ray (stopping it if this pool started a local cluster)."""
+        if self._fleet is not None:
+            self._fleet.shutdown()
+            self._fleet = None
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
         self._started_ray = False

@@ -115,3 +115,22 @@ def merged_state_dict(policy: nn.Module, trainable_only: bool = True) -> dict[st
             raise ValueError(f"trainable parameter {name!r} has no plain-model name")
         out[plain] = p.detach()
     return out
+
+
+@torch.no_grad()
+def adapter_state_dict(policy: nn.Module) -> dict[str, Tensor]:
+    """The adapter-only sync of a LoRA policy: detached tensors keyed like the policy's own
+    (PEFT) ``state_dict``, for workers that hold the same LoRA structure on top of the base
+    (``RolloutWorker(lora=policy.config.lora)``) and so keep the base weights themselves.
+
+    Holds every trainable parameter except the reference pose head: the LoRA ``A``/``B``
+    matrices (r·(d_in + d_out) values per adapted layer instead of d_in·d_out for the merged
+    layer), the active ``modules_to_save`` copies (the trained projector) and the pose head.
+    """
+    policy = _unwrap(policy)
+    _check_not_partitioned(policy)
+    if not policy.is_lora:
+        raise ValueError("adapter_state_dict needs a LoRA policy (use_peft: true); a plain policy "
+                         "syncs its trainable tensors with merged_state_dict")
+    return {n: p.detach() for n, p in policy.named_parameters()
+            if p.requires_grad and not n.startswith("ref_pose_head.")}

@@ -4,8 +4,24 @@ pool's resources), or a plain object in-process.
 
 Contract of one step: ``generate`` calls ``policy.rollout`` once for the worker's whole shard
 (one ``generate`` call per batch, never per sample) and returns the batch on CPU, the model
-version that produced it and timings. ``update_weights`` loads a partial state dict (keys of a
-plain ``PosePolicy``) bucket by bucket and sets the version.
+version that produced it, timings and, when the worker has a ``scorer`` and is given the
+shard's dataset rows, the rewards of its samples (``None`` otherwise). ``update_weights`` loads
+a partial state dict bucket by bucket, sets the version and, if asked, reports the hash (XXH3-64) of
+every tensor it now holds (:mod:`posrft.rollout.fingerprint`).
+
+Two weight layouts: *merged* (default: a plain policy; a LoRA learner sends
+``merged_state_dict``) and *adapter* (``lora=`` the learner's LoRA settings: the worker wraps
+its base with the same LoRA structure and receives only ``adapter_state_dict``: A/B matrices,
+projector copy, pose head). An adapter worker applies the adapter one of two ways:
+``merge_adapter=True`` (default) keeps a copy W₀ of every adapted base weight and after each
+sync sets W = W₀ + ΔW with PEFT's own ``merge`` (the same W₀ + s·BA, bit for bit, that a merged
+sync delivers), so it samples at merged speed for one extra copy of the adapted weights;
+``False`` samples through PEFT's unmerged adapter path (no extra memory, an extra small matmul
+pair per adapted layer).
+
+Scoring (rewards next to the rollouts): the rollout floor cannot import the rewards (floor 5),
+so the learner injects a picklable ``scorer`` with ``scorer(rows, batch) -> scores`` (one
+shard's rows and batch) and ``scorer.combine([scores, ...]) -> scores`` (shards in order).
 """
 
 from __future__ import annotations
@@ -20,7 +36,7 @@ import ray
 import torch
 from torch import Tensor
 
-from posrft.policy.lora import merge_lora
+from posrft.policy.lora import apply_lora, merge_lora
 from posrft.policy.model import PosePolicy
 from posrft.policy.pose_head import SigmaSettings
 from posrft.policy.rollout import RolloutBatch
@@ -31,6 +47,7 @@ from posrft.rollout.buckets import (
     manifest_of,
     unpack_bucket,
 )
+from posrft.rollout.fingerprint import Fingerprint, fingerprint
 
 #: ``sampling`` keys ``generate`` accepts (the keyword arguments of ``PosePolicy.rollout``).
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_new_tokens", "greedy", "num_pose_samples")
@@ -59,11 +76,16 @@ class RolloutWorker:
     merged on load, so its keys are those :func:`~posrft.rollout.weights.merged_state_dict`
     sends), sampling with ``num_threads`` intra-op threads (set before loading, so it matches
     the CPUs Ray reserved; ``None`` leaves the process's setting alone). ``pose_sigma``: the
-    learner's :class:`~posrft.policy.pose_head.SigmaSettings` fields, if it changed them."""
+    learner's :class:`~posrft.policy.pose_head.SigmaSettings` fields, if it changed them. ``lora``:
+    the learner's LoRA settings (``PosePolicy.config.lora``) for adapter-only sync: the base
+    stays and each received adapter is folded into it (``merge_adapter``, default) or applied
+    unmerged, exactly as the learner computes. ``scorer``: see the module docstring."""
 
     def __init__(self, model_path: str, num_threads: int | None = None, device: str | None = None,
                  dtype: str | None = None, worker_index: int = 0,
-                 pose_sigma: Mapping[str, Any] | None = None) -> None:
+                 pose_sigma: Mapping[str, Any] | None = None,
+                 lora: Mapping[str, Any] | None = None, scorer: Any = None,
+                 merge_adapter: bool = True) -> None:
         if num_threads is not None:  # process-wide, so only when asked (the pool's actors ask)
             if num_threads < 1:
                 raise ValueError(f"num_threads must be >= 1, got {num_threads}")
@@ -79,20 +101,57 @@ class RolloutWorker:
                 raise ValueError(f"dtype {dtype!r} is not a torch dtype name (e.g. 'bfloat16')")
         start = time.perf_counter()
         self.policy = PosePolicy.from_pretrained(model_path, dtype=torch_dtype, device=device)
-        if self.policy.is_lora:  # a LoRA checkpoint: sample with W + scale·B·A folded in
+        if pose_sigma is not None:  # the learner's RL σ settings, so both sample alike (before
+            self.policy.set_pose_sigma(SigmaSettings(**pose_sigma))  # LoRA copies the head)
+        self.adapter = lora is not None
+        if self.adapter and not self.policy.is_lora:  # the learner's structure, A/B synced later
+            apply_lora(self.policy, **dict(lora))
+        elif not self.adapter and self.policy.is_lora:  # sample with W + scale·B·A folded in
             merge_lora(self.policy)
-        if pose_sigma is not None:  # the learner's RL σ settings, so both sample alike
-            self.policy.set_pose_sigma(SigmaSettings(**pose_sigma))
+        self.scorer = scorer
+        # adapter mode, merged: (layer, W₀) of every LoRA layer; W = W₀ + ΔW after each sync
+        self._bases: list[tuple[Any, Tensor]] = []
+        if self.adapter and merge_adapter:
+            from peft.tuners.lora import LoraLayer
+
+            self._bases = [(m, m.get_base_layer().weight.detach().clone())
+                           for m in self.policy.hf_model.modules() if isinstance(m, LoraLayer)]
+            self._merge_adapter()
         self.policy.eval().requires_grad_(False)
         self.load_s = time.perf_counter() - start
-        self._manifest = manifest_of(self.policy.state_dict())
+        # parameters are updated in place, so these stay the tensors the worker samples with
+        self._tensors = dict(self.policy.state_dict(keep_vars=True))
+        self._manifest = manifest_of(self._tensors)
         self._version = 0
 
     # ------------------------------------------------------------------ small queries
+    @torch.no_grad()
+    def _merge_adapter(self) -> None:
+        """W = W₀ + ΔW for every LoRA layer (PEFT's ``merge``, from the kept W₀)."""
+        for layer, base in self._bases:
+            layer.get_base_layer().weight.data.copy_(base)
+            layer.merged_adapters = []
+            layer.merge()
+
     def ping(self) -> dict[str, Any]:
+        node_id, node_ip = "", ""
+        if ray.is_initialized():  # an actor (in-process workers have no node)
+            node_id = ray.get_runtime_context().get_node_id()
+            node_ip = ray.util.get_node_ip_address()
         return {"pid": os.getpid(), "worker_index": self.worker_index, "version": self._version,
                 "threads": torch.get_num_threads(), "device": str(self.policy.device),
-                "load_s": self.load_s, "pad_token_id": self.policy.pad_token_id}
+                "load_s": self.load_s, "pad_token_id": self.policy.pad_token_id,
+                "node_id": node_id, "node_ip": node_ip, "adapter": self.adapter,
+                "adapter_merged": bool(self._bases)}
+
+    def fingerprint(self, names: Sequence[str] | None = None) -> Fingerprint:
+        """Hashes (XXH3-64) of the tensors the worker holds now (``names``; default: all)."""
+        names = list(self._tensors) if names is None else list(names)
+        unknown = [n for n in names if n not in self._tensors]
+        if unknown:
+            raise ValueError(f"rollout worker {self.worker_index}: unknown tensor(s) {unknown[:5]}")
+        return fingerprint({n: self._tensors[n] for n in names},
+                           threads=self.num_threads or 1)
 
     def version(self) -> int:
         return self._version
@@ -103,9 +162,17 @@ class RolloutWorker:
 
     # ------------------------------------------------------------------ sampling
     def generate(self, prompts: Sequence[Any], images: Sequence[Any] | None, num_generations: int,
-                 sampling: Mapping[str, Any] | None = None,
-                 seed: int | None = None) -> tuple[RolloutBatch, int, dict[str, float]]:
-        """``policy.rollout`` on all of ``prompts`` at once → (batch on CPU, version, timings)."""
+                 sampling: Mapping[str, Any] | None = None, seed: int | None = None,
+                 score_rows: Sequence[Mapping[str, Any]] | None = None,
+                 ) -> tuple[RolloutBatch, int, dict[str, float], Any]:
+        """``policy.rollout`` on all of ``prompts`` at once → (batch on CPU, version, timings,
+        scores): ``scores`` is ``scorer(score_rows, batch)`` when ``score_rows`` (one dataset
+        row per prompt) are given, else None."""
+        if score_rows is not None and self.scorer is None:
+            raise ValueError(f"rollout worker {self.worker_index} has no scorer; build the pool "
+                             f"with one to score rollouts on the workers")
+        if score_rows is not None and len(score_rows) != len(prompts):
+            raise ValueError(f"score_rows has {len(score_rows)} rows for {len(prompts)} prompts")
         sampling = check_sampling(sampling)
         version = self._version
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -120,12 +187,20 @@ class RolloutWorker:
                    "prompts": float(len(prompts)),
                    "completion_tokens": float(batch.completion_mask.sum()),
                    "worker_index": float(self.worker_index), "pid": float(os.getpid())}
-        return batch, version, timings
+        scores = None
+        if score_rows is not None:
+            start = time.perf_counter()
+            scores = self.scorer(list(score_rows), batch)
+            timings["reward_s"] = time.perf_counter() - start
+        return batch, version, timings, scores
 
     # ------------------------------------------------------------------ weights
     def update_weights(self, buckets: Sequence[Any], version: int,
-                       manifest: Manifest | None = None) -> dict[str, float]:
-        """Load weights bucket by bucket, then set the model version.
+                       manifest: Manifest | None = None,
+                       verify: bool = False) -> dict[str, Any]:
+        """Load weights bucket by bucket, then set the model version; with ``verify`` the
+        result's ``fingerprint`` holds the hash of every loaded tensor read back from the
+        model (see :mod:`posrft.rollout.fingerprint`).
 
         ``buckets``: Ray ``ObjectRef`` s of :class:`PackedBucket` s (fetched in one call and read
         zero-copy from shared memory), ``PackedBucket`` s, or plain ``{name: tensor}`` dicts.
@@ -143,6 +218,7 @@ class RolloutWorker:
                 buckets[k] = value
         fetch_s = time.perf_counter() - start
         loaded = 0
+        names: list[str] = []
         for k, item in enumerate(buckets):
             tensors = unpack_bucket(item) if isinstance(item, PackedBucket) else dict(item)
             check_compatible(self._manifest, manifest_of(tensors),
@@ -150,5 +226,14 @@ class RolloutWorker:
             with torch.no_grad():
                 self.policy.load_state_dict(tensors, strict=False)
             loaded += sum(t.numel() * t.element_size() for t in tensors.values())
+            names.extend(tensors)
+        if self._bases:
+            self._merge_adapter()
         self._version = int(version)
-        return {"load_s": time.perf_counter() - start, "fetch_s": fetch_s, "bytes": float(loaded)}
+        out: dict[str, Any] = {"load_s": time.perf_counter() - start, "fetch_s": fetch_s,
+                               "bytes": float(loaded)}
+        if verify:
+            start = time.perf_counter()
+            out["fingerprint"] = self.fingerprint(names)
+            out["verify_s"] = time.perf_counter() - start
+        return out

@@ -203,13 +203,37 @@ class HyGRPOConfig(BaseTrainConfig):
     # ---- rollout workers
     num_rollout_workers: int = field(default=2, **_help("Ray actors that sample rollouts (0: sample "
         "in-process on rank 0 with the learner's weights, no Ray)."))  # fmt: skip
-    ray_address: Optional[str] = field(default=None, **_help("Join this Ray cluster; default: start a local one."))
+    ray_address: Optional[str] = field(default=None, **_help("Join this Ray cluster ('host:port', "
+        "'ray://host:port' or 'auto'); default: $RAY_ADDRESS if set (ray job submit sets it), else a "
+        "new local cluster bound to 127.0.0.1."))  # fmt: skip
     worker_num_cpus: float = field(default=1.0, **_help("CPUs per rollout worker."))
     worker_num_gpus: float = field(default=0.0, **_help("GPUs per rollout worker."))
     max_staleness: int = field(default=0, **_help("Bounded staleness N: rollouts for a step are generated "
         "with weights at most N versions old (a version per step), so sampling can run ahead of the "
         "learner by N steps. 0: strictly on-policy."))  # fmt: skip
     weight_sync_bucket_mb: float = field(default=64.0, **_help("Bucket size for weight sync to workers."))
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD", "none"] = field(
+        default="PACK", **_help("How the workers' placement group puts them on nodes: PACK (few "
+        "nodes), SPREAD (across nodes), the STRICT_ forms, or none (no placement group)."))  # fmt: skip
+    worker_resources: Optional[Union[dict, str]] = field(default=None, **_help("Custom Ray resources "
+        "each worker needs, e.g. {\"rollout_node\": 1} to keep workers on nodes started with "
+        "--resources '{\"rollout_node\": 8}' (JSON on the command line)."))  # fmt: skip
+    lora_sync: Literal["merged", "adapter"] = field(default="merged", **_help("With use_peft: send "
+        "merged LoRA layers to the workers, or only the adapter (A/B, projector, pose head) that "
+        "workers apply on top of the base they keep."))  # fmt: skip
+    lora_adapter_merge: bool = field(default=True, **_help("With lora_sync: adapter, workers fold "
+        "each received adapter into a kept copy of their base weights (W = W0 + s·BA, merged-speed "
+        "sampling, one extra copy of the adapted weights); false: sample through the unmerged "
+        "adapter (no extra memory, slower)."))  # fmt: skip
+    verify_weight_sync: bool = field(default=True, **_help("After every sync each worker reports a "
+        "64-bit hash of every tensor it holds, checked against the learner's; a mismatch stops the run "
+        "naming the worker and the tensor."))  # fmt: skip
+    rewards_on_workers: bool = field(default=False, **_help("Compute rewards on the rollout workers, "
+        "next to their rollouts (a heavy reward model then scales with the pool)."))  # fmt: skip
+    rollout_timeout_s: Optional[float] = field(default=None, **_help("Fail the step with a clear "
+        "error if its rollouts take longer than this (a hung worker), instead of waiting forever."))  # fmt: skip
+    worker_max_restarts: int = field(default=3, **_help("Times one step's shard may lose its worker "
+        "before the step fails (dead workers are replaced and their shard re-sampled)."))  # fmt: skip
     # ---- rewards
     # Typed str for the command line (a JSON list); a YAML recipe gives the list itself.
     rewards: str = field(default=json.dumps(DEFAULT_REWARDS), **_help(
@@ -285,6 +309,24 @@ class HyGRPOConfig(BaseTrainConfig):
             raise ValueError(f"num_rollout_workers must be >= 0, got {self.num_rollout_workers}")
         if self.max_staleness < 0:
             raise ValueError(f"max_staleness must be >= 0, got {self.max_staleness}")
+        if self.rollout_timeout_s is not None and not self.rollout_timeout_s > 0:
+            raise ValueError(f"rollout_timeout_s must be > 0 (or unset), got {self.rollout_timeout_s}")
+        if self.worker_max_restarts < 0:
+            raise ValueError(f"worker_max_restarts must be >= 0, got {self.worker_max_restarts}")
+        if self.lora_sync == "adapter" and not self.use_peft:
+            raise ValueError("lora_sync: 'adapter' sends a LoRA adapter; it needs use_peft: true")
+        if isinstance(self.worker_resources, str):
+            try:
+                self.worker_resources = json.loads(self.worker_resources)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"worker_resources: not valid JSON ({err})") from None
+        if self.worker_resources is not None:
+            from posrft.rollout.placement import worker_bundle  # checks names and amounts
+
+            if not isinstance(self.worker_resources, dict):
+                raise ValueError(f"worker_resources must be a mapping of resource name to amount, "
+                                 f"got {self.worker_resources!r}")
+            worker_bundle(self.worker_num_cpus, self.worker_num_gpus, self.worker_resources)
         if self.discrete_only and all(_target_of(r) == "pose" for r in self.rewards):
             raise ValueError("discrete_only=True but every reward targets the pose: nothing to learn")
 

@@ -36,8 +36,10 @@ from posrft.policy.mm_inputs import MultimodalInputs
 from posrft.policy.pose_head import PoseDistribution
 from posrft.train.config import HyGRPOConfig
 from posrft.train.pose_credit import pose_advantages, pose_gradient_cosine, pose_group_size, within_group_std
+from posrft.train.scoring import score_rollouts
 from rewards import RewardRunner
-from rewards.api import message_text, reward_columns
+from rewards.api import message_text
+from rewards.runner import RewardBatch
 
 PER_TOKEN = ("completion_ids", "completion_mask", "old_token_logps", "ref_token_logps")
 
@@ -171,44 +173,39 @@ def sampling_params(cfg: HyGRPOConfig) -> dict[str, Any]:
             "max_new_tokens": cfg.max_completion_length, "num_pose_samples": cfg.num_pose_samples}
 
 
-def as_completions(prompts: Sequence[Any], texts: Sequence[str], g: int) -> list[Any]:
-    """Completions in the prompt's style: TRL passes message lists for conversational prompts."""
-    out: list[Any] = []
-    for i, text in enumerate(texts):
-        conversational = isinstance(prompts[i // g], list)
-        out.append([{"role": "assistant", "content": text}] if conversational else text)
-    return out
-
-
 def build_experience(
     cfg: HyGRPOConfig,
     rows: list[dict[str, Any]],
     batch: Any,
     model_version: torch.Tensor,
-    rewards: RewardRunner,
+    rewards: RewardRunner | RewardBatch,
+    reward_s: float | None = None,
     check_gradient: bool = False,
 ) -> ScoredRollouts:
     """Rewards → advantages → experience for one generated batch (rank 0).
 
-    Every pose sample is scored (``N·K`` rows: each completion repeated for its ``K`` poses);
-    the text reward of a rollout is the mean over its siblings, the pose advantages come from
-    :func:`posrft.train.pose_credit.pose_advantages`. ``check_gradient`` adds the
-    ``grad/pose_cosine`` diagnostic (``pose_grad_check_samples``).
+    Every pose sample is scored (``N·K`` rows, :func:`~posrft.train.scoring.score_rollouts`);
+    the text reward of a rollout is the mean over its K siblings, the pose advantages come from
+    :func:`posrft.train.pose_credit.pose_advantages`. ``rewards``: the runner to score with
+    here, or the batch's rewards already computed on the rollout workers
+    (:class:`~posrft.train.scoring.RolloutScorer`), then ``reward_s`` is their time.
+    ``check_gradient`` adds the ``grad/pose_cosine`` diagnostic (``pose_grad_check_samples``;
+    it needs the runner here).
     """
     g, k = cfg.num_generations, cfg.num_pose_samples
     n = len(batch)
-    prompts = [r["prompt"] for r in rows]
-    rep_prompts = [p for p in prompts for _ in range(g)]
-    completions = as_completions(prompts, batch.completion_texts, g)
-    ids = [row[m.bool()].tolist() for row, m in zip(batch.completion_ids, batch.completion_mask)]
-    # Discrete-only GRPO treats the head as deterministic (the pose is a function of the text):
-    # rewards score μ, so the only thing the sampled group varies, and is credited for, is text.
-    pose = batch.pose_mean[:, None] if cfg.discrete_only else batch.pose  # (N, K, D)
+    rep_prompts = [r["prompt"] for r in rows for _ in range(g)]
     valid_rows = batch.pose_valid.cpu().repeat_interleave(k)
 
     t0 = time.perf_counter()
-    scored = _score(rewards, rep_prompts, completions, ids, pose, batch.pose_valid, rows, g)
-    t_reward = time.perf_counter() - t0
+    if isinstance(rewards, RewardBatch):
+        scored = rewards
+        if scored.text.shape != (n * k,):
+            raise ValueError(f"precomputed rewards hold {tuple(scored.text.shape)} samples, the "
+                             f"batch {n} rollouts × {k} poses")
+    else:
+        scored = score_rollouts(rewards, rows, batch, g, cfg.discrete_only)
+    t_reward = time.perf_counter() - t0 if reward_s is None else reward_s
     text_reward = _sibling_mean(scored.text, k)
     text_adv = group_normalized_advantages(text_reward, g, scale_rewards=cfg.scale_rewards)
     pose_adv = pose_advantages(cfg, scored, valid_rows, batch.pose_mean.shape[1] // 6)
@@ -233,13 +230,14 @@ def build_experience(
         "completion/max_length": lengths.max().item(),
         "time/reward": t_reward,
     })  # fmt: skip
-    if check_gradient and cfg.pose_grad_check_samples and not cfg.discrete_only:
+    if (check_gradient and cfg.pose_grad_check_samples and not cfg.discrete_only
+            and isinstance(rewards, RewardRunner)):  # fmt: skip
         t0 = time.perf_counter()
+        pose_rewards = rewards.subset(("pose", "both"))
 
         def score(fresh: Tensor) -> Tensor:
             m = fresh.shape[1]
-            extra = _score(rewards.subset(("pose", "both")), rep_prompts, completions, ids, fresh,
-                           batch.pose_valid, rows, g)  # fmt: skip
+            extra = score_rollouts(pose_rewards, rows, dataclasses.replace(batch, pose=fresh), g)
             sub = dataclasses.replace(cfg, num_pose_samples=m, pose_advantage_group="siblings")
             return pose_advantages(sub, extra, batch.pose_valid.cpu().repeat_interleave(m),
                                    batch.pose_mean.shape[1] // 6).total.view(n, m)
@@ -258,19 +256,6 @@ def build_experience(
     first = grouped_valid.float().argmax(1)
     pick = torch.arange(len(rows)) * g + first
     return ScoredRollouts(exp, metrics, table, batch.pose[pick, 0], grouped_valid.any(1))
-
-
-def _score(rewards: RewardRunner, rep_prompts: list[Any], completions: list[Any], ids: list[Any],
-           pose: Tensor, pose_valid: Tensor, rows: list[dict[str, Any]], g: int) -> Any:
-    """Score ``pose`` ``(N, K, D)`` of ``N = len(rows)·g`` rollouts: every completion (and its
-    prompt, ids and dataset columns) repeated for each of its K poses, row ``i·K + k``."""
-    n, k = pose.shape[0], pose.shape[1]
-    flat = pose.reshape(n * k, -1)
-    poses = [flat[j] if pose_valid[j // k] else None for j in range(n * k)]
-    return rewards(prompts=[p for p in rep_prompts for _ in range(k)],
-                   completions=[c for c in completions for _ in range(k)],
-                   completion_ids=[x for x in ids for _ in range(k)], poses=poses,
-                   **reward_columns(rows, g * k))  # fmt: skip
 
 
 def _sibling_mean(x: Tensor, k: int) -> Tensor:

@@ -6,12 +6,17 @@ One step (``max_steps`` of them; the weights version is the number of finished s
    samples_per_rank × num_processes / G`` prompts with ``G`` samples each, drawn from a
    :class:`~posrft.rollout.RolloutPool` of Ray workers or, with ``num_rollout_workers: 0``, a
    :class:`~posrft.rollout.LocalRolloutPool` in this process;
-2. rank 0 scores them and builds the experience (:mod:`posrft.train.experience`), then
+2. rank 0 scores them (or, with ``rewards_on_workers``, takes the rewards the workers computed
+   next to their rollouts) and builds the experience (:mod:`posrft.train.experience`), then
    scatters one contiguous shard to each rank;
 3. each rank computes reference log-probs (frozen copy, or the adapter disabled under LoRA) and
    takes ``steps_per_generation × num_iterations`` optimizer steps on its shard through the
    HyGRPO loss (:class:`~posrft.train.loop.Learner` does the optimisation);
-4. rank 0 pushes the new weights to the pool (LoRA merged), stamped with the new version.
+4. rank 0 pushes the new weights to the pool (LoRA merged, or the adapter alone with
+   ``lora_sync: adapter``), stamped with the new version and verified (every worker's tensor hashes
+   of what it holds against the learner's). The same sync runs once before the first step, so
+   the first rollouts are sampled by exactly the learner's weights. Worker deaths during the
+   sync count in the step's ``rollout/restarts``.
 
 Bounded staleness (``max_staleness: N``): the queue submits the batches of steps ``s+1 … s+N``
 while step ``s`` trains, with the weights of version ``s``, so a sample is at most ``N`` versions
@@ -48,21 +53,38 @@ from rewards import RewardRunner
 log = logging.getLogger("posrft.train")
 
 
-def make_rollout_pool(cfg: HyGRPOConfig) -> Any:
+def make_rollout_pool(cfg: HyGRPOConfig, lora: dict[str, Any] | None = None) -> Any:
     """The Ray pool (``num_rollout_workers >= 1``) or the in-process one, sampling with the
-    learner's RL σ settings so both sides use the same head."""
+    learner's RL σ settings so both sides use the same head. ``lora``: the learner's LoRA
+    settings (``policy.config.lora``), used with ``lora_sync: adapter`` so that the workers hold
+    the same adapter structure. With ``rewards_on_workers`` the pool gets a
+    :class:`~posrft.train.scoring.RolloutScorer` and returns the rewards with the rollouts."""
     sigma = cfg.sigma_settings()
     pose_sigma = None if sigma.is_default else dataclasses.asdict(sigma)
+    adapter = lora if cfg.use_peft and cfg.lora_sync == "adapter" else None
+    if cfg.use_peft and cfg.lora_sync == "adapter" and not lora:
+        raise ValueError("lora_sync: adapter needs the learner's LoRA settings (policy.config.lora)")
+    scorer = None
+    if cfg.rewards_on_workers:
+        from posrft.train.scoring import RolloutScorer
+
+        scorer = RolloutScorer(cfg.rewards, cfg.num_generations, cfg.discrete_only)
     if cfg.num_rollout_workers == 0:
         from posrft.rollout import LocalRolloutPool
 
-        return LocalRolloutPool(cfg.model_name_or_path, pose_sigma=pose_sigma)
+        return LocalRolloutPool(cfg.model_name_or_path, verify=cfg.verify_weight_sync,
+                                pose_sigma=pose_sigma, lora=adapter,
+                                merge_adapter=cfg.lora_adapter_merge, scorer=scorer)
     from posrft.rollout import RolloutPool
 
     return RolloutPool(cfg.model_name_or_path, cfg.num_rollout_workers,
                        num_cpus_per_worker=cfg.worker_num_cpus,
                        num_gpus_per_worker=cfg.worker_num_gpus, ray_address=cfg.ray_address,
-                       pose_sigma=pose_sigma)  # fmt: skip
+                       pose_sigma=pose_sigma, lora=adapter,
+                       merge_adapter=cfg.lora_adapter_merge, scorer=scorer,
+                       placement_strategy=cfg.placement_strategy,
+                       worker_resources=cfg.worker_resources, verify=cfg.verify_weight_sync,
+                       max_restarts=cfg.worker_max_restarts)  # fmt: skip
 
 
 class GenerationQueue:
@@ -84,10 +106,15 @@ class GenerationQueue:
         self.sampler_before[k] = self.sampler.state_dict()
         rows = [self.data[i] for i in self.sampler.next(self.prompts_per_step)]
         images = [r["images"] for r in rows] if "images" in rows[0] else None
+        # rewards on the workers: each scores its shard against these rows (images already sent)
+        score_rows = None
+        if getattr(self.pool, "scorer", None) is not None:
+            score_rows = [{c: v for c, v in r.items() if c != "images"} for r in rows]
         handle = self.pool.submit([r["prompt"] for r in rows], images,
                                   num_generations=self.cfg.num_generations,
                                   sampling=sampling_params(self.cfg),
-                                  seed=self.cfg.seed * 1_000_003 + k)  # fmt: skip
+                                  seed=self.cfg.seed * 1_000_003 + k,
+                                  score_rows=score_rows)  # fmt: skip
         self.pending[k] = (rows, handle)
 
     def take(self, step: int) -> tuple[list[dict[str, Any]], Any]:
@@ -100,7 +127,7 @@ class GenerationQueue:
                 self._submit(k)
         rows, handle = self.pending.pop(step)
         self.sampler_before.pop(step, None)
-        return rows, self.pool.gather(handle)
+        return rows, self.pool.gather(handle, self.cfg.rollout_timeout_s)
 
     def sampler_state(self, next_step: int) -> dict[str, int]:
         """The sampler position from which ``next_step``'s prompts are (or will be) drawn: what a
@@ -194,21 +221,23 @@ def run_hygrpo(cfg: HyGRPOConfig) -> Path:
     step, _ = learner.resume(sampler)
 
     main = acc.is_main_process
-    rewards = RewardRunner(cfg.rewards) if main else None
-    pool = make_rollout_pool(cfg) if main else None
+    rewards = RewardRunner(cfg.rewards) if main and not cfg.rewards_on_workers else None
+    pool = make_rollout_pool(cfg, policy.config.lora) if main else None
     queue = GenerationQueue(pool, cfg, data, sampler, prompts_per_step) if main else None
     joints_of = pose_to_joints(cfg.body_model_dir) if main and cfg.pose_grid_steps else None
     try:
-        if step > 0:  # resumed: the pool starts from the model folder's weights
-            _sync(learner, pool, step, cfg)
+        # the pool starts from the model folder's weights: bring it to the learner's (resumed,
+        # or fresh) and verify, so the first rollouts are sampled by exactly the learner
+        start_restarts = _sync(learner, pool, step, cfg).get("sync/restarts", 0.0)
         while step < cfg.max_steps:
             t_step = time.perf_counter()
             shards, scored, rows = None, None, None
             if main:
                 rows, result = queue.take(step)
                 logs_now = (step + 1) % cfg.logging_steps == 0 or step + 1 == cfg.max_steps
-                scored = build_experience(cfg, rows, result.batch, result.model_version, rewards,
-                                          check_gradient=logs_now)  # fmt: skip
+                scored = build_experience(cfg, rows, result.batch, result.model_version,
+                                          rewards if result.scores is None else result.scores,
+                                          result.metrics.get("reward_s"), check_gradient=logs_now)  # fmt: skip
                 scored.metrics.update({f"rollout/{k}": v for k, v in result.metrics.items()})
                 scored.metrics["time/rollout"] = result.metrics["rollout_s"]
                 age = (step - result.model_version).float()
@@ -228,6 +257,10 @@ def run_hygrpo(cfg: HyGRPOConfig) -> Path:
             if main:
                 metrics.update(scored.metrics)
                 metrics.update(sync_metrics)
+                # a worker lost during this step's weight sync (or the sync before the first
+                # step) is this step's restart too
+                metrics["rollout/restarts"] += sync_metrics.get("sync/restarts", 0.0) + start_restarts
+                start_restarts = 0.0
                 seconds = time.perf_counter() - t_step
                 exp = scored.experience
                 metrics.update({"time/ref": t_ref, "time/update": t_update, "time/sync": t_sync,
@@ -254,14 +287,18 @@ def run_hygrpo(cfg: HyGRPOConfig) -> Path:
 
 
 def _sync(learner: Learner, pool: Any, version: int, cfg: HyGRPOConfig) -> dict[str, float]:
-    """Push the learner's weights (LoRA merged) to the pool as ``version``. Collective (ZeRO-3
-    gathers the parameters on every rank); only rank 0 talks to the pool."""
+    """Push the learner's weights to the pool as ``version`` (LoRA merged, or the adapter alone
+    with ``lora_sync: adapter``). Collective (ZeRO-3 gathers the parameters on every rank);
+    only rank 0 talks to the pool."""
     out: dict[str, float] = {}
     with gathered_parameters(learner.acc, learner.unwrapped):
         if pool is not None:
-            from posrft.rollout import merged_state_dict
+            from posrft.rollout import adapter_state_dict, merged_state_dict
 
-            res = pool.sync_weights(merged_state_dict(learner.unwrapped), version,
-                                    bucket_mb=cfg.weight_sync_bucket_mb)
-            out = {f"sync/{k}": res[k] for k in ("bytes", "seconds", "gb_per_s")}
+            adapter = cfg.use_peft and cfg.lora_sync == "adapter"
+            state = (adapter_state_dict if adapter else merged_state_dict)(learner.unwrapped)
+            res = pool.sync_weights(state, version, bucket_mb=cfg.weight_sync_bucket_mb)
+            out = {f"sync/{k}": res[k] for k in ("bytes", "seconds", "gb_per_s", "restarts")}
+            if "worker_verify_s_max" in res:
+                out["sync/verify_s"] = res["worker_verify_s_max"] + res["learner_verify_s"]
     return out
