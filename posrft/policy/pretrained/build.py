@@ -36,9 +36,11 @@ from posrft.policy.pretrained.compose import (
 )
 from posrft.policy.pretrained.sources import resolve_text, resolve_vision
 
-#: default image resolution of a composed model: 112 px → 8×8 = 64 image tokens with DINOv2's
-#: 14-px patches (see benchmarks/probe_vision.py for what 224/112/56 px cost in pose accuracy)
-DEFAULT_IMAGE_SIZE = 112
+#: default images of a composed model: 224 px (16×16 DINOv2 patches) pixel-shuffled 4×4 →
+#: 16 LM tokens per image; benchmarks/probe_vision.py measures what 224/112/56 px and pooling
+#: cost in pose accuracy (224 px pooled to 16 tokens reads the pose best of those tried)
+DEFAULT_IMAGE_SIZE = 224
+DEFAULT_POOL = 4
 
 
 def _load_text(path: Path) -> tuple[nn.Module, Any, bool]:
@@ -97,18 +99,21 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
 def init_pretrained(out_dir: str | os.PathLike, text: str | os.PathLike = "smollm2",
                     vision: str | os.PathLike | None = "none", *,
-                    image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0,
+                    image_size: int = DEFAULT_IMAGE_SIZE, pool: int = DEFAULT_POOL, seed: int = 0,
                     vision_feature_layer: int = -1) -> dict[str, Any]:
     """Write a pretrained pose-policy folder to ``out_dir`` (module docstring); a summary dict.
 
     ``text``: ``"smollm2"`` or a local HF folder (causal LM or image-text model);
     ``vision``: ``"none"``, ``"dinov2-small"`` or a local HF vision-tower folder;
-    ``image_size``: pixels per side of a composed model's images; ``seed``: projector, new
-    embedding rows and pose head.
+    ``image_size``: pixels per side of a composed model's images; ``pool``: f×f patches per LM
+    token (1: plain LLaVA); ``seed``: projector, new embedding rows and pose head.
     """
     from posrft.policy.config import PosePolicyConfig
     from posrft.policy.model import PosePolicy
 
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not an empty folder")
     t0 = time.perf_counter()
     text_dir, vision_dir = resolve_text(text), resolve_vision(vision)
     t_resolve = time.perf_counter() - t0
@@ -117,7 +122,7 @@ def init_pretrained(out_dir: str | os.PathLike, text: str | os.PathLike = "smoll
         raise ValueError(f"--text {text} is already an image-text model; use --vision none")
     if vision_dir is not None:
         model, processing = compose_llava(model, processing, _load_vision(vision_dir),
-                                          image_size=image_size, seed=seed,
+                                          image_size=image_size, pool=pool, seed=seed,
                                           vision_feature_layer=vision_feature_layer)
     elif not image_text:
         _ensure_text_template(processing, text_dir)
@@ -128,13 +133,13 @@ def init_pretrained(out_dir: str | os.PathLike, text: str | os.PathLike = "smoll
     tokenizer.padding_side = "left"
     policy = PosePolicy(model.eval(), processing, PosePolicyConfig(head_seed=seed),
                         source=str(text_dir))
-    out = policy.save_pretrained(out_dir)
+    policy.save_pretrained(out)
     return {
         "out": str(out), "text": str(text_dir), "vision": str(vision_dir) if vision_dir else None,
         "multimodal": policy.multimodal, "parameters": count_parameters(model),
         "pose_head_parameters": sum(p.numel() for p in policy.pose_head.parameters()),
         "vocab": len(tokenizer), "pose_token_id": policy.pose_token_id,
-        "image_tokens": (image_size // model.config.vision_config.patch_size) ** 2
+        "image_tokens": (image_size // model.config.vision_config.patch_size // pool) ** 2
         if vision_dir is not None else None,
         "resolve_s": round(t_resolve, 2), "total_s": round(time.perf_counter() - t0, 2),
     }

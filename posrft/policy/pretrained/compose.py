@@ -8,10 +8,17 @@
   base model's default system turn (found by rendering its own template);
 * :func:`vision_image_processor`: resize (shortest edge) + centre crop to R px + ImageNet
   normalisation, PIL backend (no torchvision);
-* :func:`compose_llava`: ``LlavaForConditionalGeneration`` from a causal LM and a vision tower
-  with a fresh 2-layer GELU projector (seeded). The projector's output layer is scaled so that,
-  on a mid-grey picture, image tokens have the RMS of the LM's token embeddings: a default
-  initialisation gives image embeddings far from the scale the frozen LM was trained on.
+* :func:`compose_llava`: a LLaVA-architecture model (vision tower → fresh projector → causal
+  LM), seeded. ``pool=1``: ``LlavaForConditionalGeneration`` (2-layer GELU projector, one LM token
+  per patch). ``pool=f>1``: ``AyaVisionForConditionalGeneration``, the same layout whose
+  projector first pixel-shuffles each f×f block of patches into one token (concatenated
+  features → LayerNorm → SwiGLU MLP), so a 224-px DINOv2 grid of 16×16 patches becomes 4×4 = 16
+  LM tokens with f = 4. Its first layer starts as "average the f² patches, then project"
+  (every block of columns the same matrix / f²): the probe (benchmarks/probe_vision.py) finds
+  average-pooled 224-px features read the pose better than 112-px or 56-px inputs at the same
+  token count, and training may move away from the average. Either way the projector's output
+  layer is scaled so that, on a mid-grey picture, image tokens have the RMS of the LM's token
+  embeddings (a default initialisation is far from the scale the frozen LM was trained on).
 """
 
 from __future__ import annotations
@@ -105,48 +112,81 @@ def _patch_size(vision_config: Any) -> int:
 
 
 def compose_llava(text_model: nn.Module, tokenizer: Any, vision_model: nn.Module, *,
-                  image_size: int, seed: int = 0, vision_feature_layer: int = -1,
+                  image_size: int, pool: int = 1, seed: int = 0, vision_feature_layer: int = -1,
                   image_mean: tuple = IMAGENET_MEAN, image_std: tuple = IMAGENET_STD,
                   ) -> tuple[nn.Module, Any]:
-    """(``LlavaForConditionalGeneration``, ``LlavaProcessor``) around the given modules.
+    """(image-text model, ``LlavaProcessor``) around the given modules (module docstring).
 
     ``text_model``: a ``*ForCausalLM`` (its decoder and LM head are reused, not copied);
-    ``vision_model``: a vision ``PreTrainedModel`` with a CLS token (``vision_feature_select_
-    strategy="default"`` drops it); images are ``image_size``² px → (image_size/patch)² tokens.
+    ``vision_model``: a ViT-style ``PreTrainedModel`` with a CLS token (dropped:
+    ``vision_feature_select_strategy="default"``); images are ``image_size``² px →
+    (image_size / patch / pool)² LM tokens.
     """
-    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import LlavaProcessor
 
     patch = _patch_size(vision_model.config)
-    if image_size % patch:
-        raise ValueError(f"image_size {image_size} must be a multiple of the patch size {patch}")
+    if image_size % patch or (image_size // patch) % pool:
+        raise ValueError(f"image_size {image_size} must be a multiple of patch size {patch} × "
+                         f"pool {pool} (= {patch * pool})")
     if not is_chatml(tokenizer):
         raise ValueError("composing an image-text model needs a ChatML tokenizer "
                          f"({IM_START}/{IM_END}); give a ChatML text model or an image-text folder")
     add_special_tokens(text_model, tokenizer, [IMAGE_TOKEN], seed)
     template = chatml_template(default_system_prefix(tokenizer))
     tokenizer.chat_template = template
-    config = LlavaConfig(
-        vision_config=vision_model.config, text_config=text_model.config,
-        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        image_seq_length=(image_size // patch) ** 2, vision_feature_select_strategy="default",
-        vision_feature_layer=vision_feature_layer, projector_hidden_act="gelu",
-        tie_word_embeddings=text_model.config.tie_word_embeddings)
+    config = _config(text_model.config, vision_model.config, pool,
+                     image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                     vision_feature_select_strategy="default",
+                     vision_feature_layer=vision_feature_layer,
+                     tie_word_embeddings=text_model.config.tie_word_embeddings)
+    model_class = _model_class(pool)
     with torch.device("meta"):
-        model = LlavaForConditionalGeneration(config)
+        model = model_class(config)
     model.model.language_model = text_model.model
     model.model.vision_tower = vision_model
     model.lm_head = text_model.lm_head
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model.model.multi_modal_projector = type(model.model.multi_modal_projector)(config)
+        projector = type(model.model.multi_modal_projector)(config)
+        if pool > 1:
+            _average_init(projector.linear_1, pool * pool)
+    model.model.multi_modal_projector = projector
     model.tie_weights()
     model.generation_config = text_model.generation_config
     processor = LlavaProcessor(
         image_processor=vision_image_processor(image_size, image_mean, image_std),
-        tokenizer=tokenizer, patch_size=patch, vision_feature_select_strategy="default",
+        tokenizer=tokenizer, patch_size=patch * pool, vision_feature_select_strategy="default",
         num_additional_image_tokens=1, chat_template=template, image_token=IMAGE_TOKEN)
     _match_embedding_scale(model, processor, image_size)
     return model.eval(), processor
+
+
+def _config(text_config: Any, vision_config: Any, pool: int, **kwargs: Any) -> Any:
+    if pool == 1:
+        from transformers import LlavaConfig
+
+        return LlavaConfig(vision_config=vision_config, text_config=text_config,
+                           projector_hidden_act="gelu", **kwargs)
+    from transformers import AyaVisionConfig
+
+    # AyaVision multiplies the logits by text_config.logit_scale (a Cohere field): 1 = unchanged
+    text_config.logit_scale = 1.0
+    return AyaVisionConfig(vision_config=vision_config, text_config=text_config,
+                           downsample_factor=pool, **kwargs)
+
+
+def _model_class(pool: int) -> type:
+    from transformers import AyaVisionForConditionalGeneration, LlavaForConditionalGeneration
+
+    return LlavaForConditionalGeneration if pool == 1 else AyaVisionForConditionalGeneration
+
+
+@torch.no_grad()
+def _average_init(linear: nn.Linear, blocks: int) -> None:
+    """W = [A A … A] / blocks: the layer sees the mean of the ``blocks`` concatenated patches."""
+    width = linear.in_features // blocks
+    first = linear.weight[:, :width].clone()
+    linear.weight.copy_(first.repeat(1, blocks) / blocks)
 
 
 @torch.no_grad()
