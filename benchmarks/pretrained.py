@@ -78,8 +78,6 @@ def _prompts(data_dir: Path, n: int, images: bool) -> tuple[list, list | None]:
 
 def _update(policy: Any, batch: Any, micro: int) -> Callable[[], float]:
     """One learner micro-batch: log-probs with grad, loss, backward; returns the tokens seen."""
-    import torch
-
     rows = batch.select(list(range(min(micro, len(batch)))))
     params = [p for p in policy.parameters() if p.requires_grad]
 

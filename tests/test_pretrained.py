@@ -16,9 +16,10 @@ from PIL import Image
 from posrft.policy.model import PosePolicy
 from posrft.policy.pretrained import dinov2_folder, init_pretrained, smollm2_folder
 
-PROMPT = [{"role": "user", "content": [{"type": "text", "text": "Generate the pose: a person sitting."}]}]
-IMAGE_PROMPT = [{"role": "user", "content": [{"type": "image"},
-                                             {"type": "text", "text": "What is this person's pose?"}]}]
+PROMPT = [{"role": "user",
+           "content": [{"type": "text", "text": "Generate the pose: a person sitting."}]}]
+IMAGE_PROMPT = [{"role": "user",
+                 "content": [{"type": "image"}, {"type": "text", "text": "What is this pose?"}]}]
 
 
 @pytest.fixture(scope="session")

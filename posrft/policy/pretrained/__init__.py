@@ -16,7 +16,12 @@ from posrft.policy.pretrained.build import (
     count_parameters,
     init_pretrained,
 )
-from posrft.policy.pretrained.sources import dinov2_folder, resolve_text, resolve_vision, smollm2_folder
+from posrft.policy.pretrained.sources import (
+    dinov2_folder,
+    resolve_text,
+    resolve_vision,
+    smollm2_folder,
+)
 
-__all__ = ["DEFAULT_IMAGE_SIZE", "DEFAULT_POOL", "count_parameters", "dinov2_folder", "init_pretrained",
-           "resolve_text", "resolve_vision", "smollm2_folder"]
+__all__ = ["DEFAULT_IMAGE_SIZE", "DEFAULT_POOL", "count_parameters", "dinov2_folder",
+           "init_pretrained", "resolve_text", "resolve_vision", "smollm2_folder"]

@@ -92,7 +92,8 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     inner = getattr(model, "model", model)
     parts = {"total": count(model)}
     if hasattr(inner, "vision_tower"):
-        parts.update(language_model=count(inner.language_model), vision_tower=count(inner.vision_tower),
+        parts.update(language_model=count(inner.language_model),
+                     vision_tower=count(inner.vision_tower),
                      projector=count(inner.multi_modal_projector))
     return parts
 

