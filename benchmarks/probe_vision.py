@@ -20,8 +20,8 @@ read? The same data and the same probe for every tower:
     image→pose methods predict the global orientation in (the world tilt is not in the picture);
 * baseline: the mean pose of the train split (mean 6D → FK; mean joints; mean camera joints).
 
-Ridge: features standardised on train, closed form in the dual (n × n kernel), λ from a log
-grid by val MPJPE of the same target.
+Ridge: features standardised on train, closed form in the dual (n × n kernel, one eigen-
+decomposition for all λ), λ from a log grid by val MPJPE of the same target.
 
     PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/probe_vision.py            # ~10 min
     PYTHONPATH=. .venv/bin/python benchmarks/probe_vision.py --n 400 --quick          # ~1 min
@@ -86,17 +86,27 @@ def tower_features(tower: Any, processor: Any, images: list, token_layer: int,
 
 
 # --------------------------------------------------------------------------- ridge
-def ridge_fit_predict(x_train: np.ndarray, y_train: np.ndarray, xs: list[np.ndarray],
-                      lam: float) -> list[np.ndarray]:
-    """Dual ridge: W = Xᵀ (X Xᵀ + λ n I)⁻¹ (Y − ȳ) on standardised X; predictions for each xs."""
-    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
-    xt = ((x_train - mu) / sd).astype(np.float64)
-    ym = y_train.mean(0)
-    k = xt @ xt.T
-    n = len(xt)
-    alpha = np.linalg.solve(k + lam * n * np.eye(n), y_train - ym)
-    w = xt.T @ alpha
-    return [((x - mu) / sd).astype(np.float64) @ w + ym for x in xs]
+class DualRidge:
+    """Ridge in the dual on standardised features, for many λ at the cost of one fit.
+
+    K = X Xᵀ = U diag(s) Uᵀ (train), α_λ = U diag(1 / (s + λ n)) Uᵀ (Y − ȳ), prediction for
+    X' = X' Xᵀ α_λ + ȳ; the same as W = (XᵀX + λ n I)⁻¹ Xᵀ(Y − ȳ) in the primal.
+    """
+
+    def __init__(self, x_train: np.ndarray, xs: list[np.ndarray]) -> None:
+        mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
+        xt = torch.from_numpy(((x_train - mu) / sd).astype(np.float32))
+        self.cross = [(torch.from_numpy(((x - mu) / sd).astype(np.float32)) @ xt.T).double()
+                      for x in xs]
+        k = (xt @ xt.T).double()
+        self.s, self.u = torch.linalg.eigh(k)
+        self.n = len(xt)
+
+    def predict(self, y_train: np.ndarray, lam: float) -> list[np.ndarray]:
+        y = torch.from_numpy(y_train)
+        ym = y.mean(0)
+        alpha = self.u @ ((self.u.T @ (y - ym)) / (self.s.clamp_min(0) + lam * self.n)[:, None])
+        return [(c @ alpha + ym).numpy() for c in self.cross]
 
 
 def _joints_from_pose6d(pose6d: np.ndarray) -> torch.Tensor:
@@ -116,12 +126,11 @@ def _errors(pred_joints: torch.Tensor, gt_joints: torch.Tensor) -> tuple[float, 
 def probe(feats: dict[str, np.ndarray], targets: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
     """Test MPJPE / PA-MPJPE (mm) of the λ with the best val MPJPE, for every target."""
     result: dict[str, Any] = {}
+    ridge = DualRidge(feats["train"], [feats["val"], feats["test"]])
     for name in ("pose", "joints", "joints_cam"):
         best = None
         for lam in LAMBDAS:
-            y = targets[name]
-            val_pred, test_pred = ridge_fit_predict(feats["train"], y["train"],
-                                                    [feats["val"], feats["test"]], lam)
+            val_pred, test_pred = ridge.predict(targets[name]["train"], lam)
             val_mm = _score(name, val_pred, targets, "val")[0]
             if best is None or val_mm < best[0]:
                 best = (val_mm, lam, _score(name, test_pred, targets, "test"))
@@ -225,6 +234,7 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = [{"tower": "mean pose (train)", "size": None, "features": "-",
                                    "tokens": 0, **mean_baseline(targets)}]
+    print(_fmt(rows[0]), flush=True)
     pools: dict[int, list[int | None]] = {}
     for spec in filter(None, args.pool.split(",")):
         r, p = spec.split(":")
@@ -246,6 +256,9 @@ def main() -> None:
             rows.append(row)
             print(_fmt(row), flush=True)
 
+    with tempfile.TemporaryDirectory() as tmp:  # cheapest first
+        clip, clip_proc = tiny_clip_tower(Path(tmp))
+        run("tiny CLIP random", clip, clip_proc, 56, -2, [None])
     sizes = [int(s) for s in args.sizes.split(",") if s]
     dino = dinov2_tower(False) if sizes else None
     for size in sizes:
@@ -255,10 +268,6 @@ def main() -> None:
     for size in [int(s) for s in args.random_sizes.split(",") if s]:
         run("dinov2-small random", rand, dinov2_processor(size), size, -1,
             [None] + pools.get(size, []))
-    with tempfile.TemporaryDirectory() as tmp:
-        clip, clip_proc = tiny_clip_tower(Path(tmp))
-        run("tiny CLIP random", clip, clip_proc, 56, -2, [None])
-
     print(_table(rows))
     result = {"n": [n_train, n_val, n_test], "render_size": args.render_size,
               "total_s": round(time.perf_counter() - t0, 1), "rows": rows}
