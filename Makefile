@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(VENV)/bin/posrft quickstart --out runs/quickstart
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/fk.py

@@ -61,9 +61,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# `python benchmarks/iteration.py` puts benchmarks/ first on sys.path, where benchmarks/rewards.py
-# would shadow the top-level `rewards` package: import from the repository root instead.
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 PHASES = ("time/step", "time/rollout", "time/reward", "time/ref", "time/update", "time/sync")
 
 

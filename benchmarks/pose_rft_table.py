@@ -41,13 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-# `python benchmarks/x.py` puts benchmarks/ first on sys.path, where benchmarks/rewards.py would
-# shadow the top-level `rewards` package: import from the repository root instead.
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-if sys.path and sys.path[0] == str(HERE):
-    sys.path[0] = str(ROOT)
-    sys.path.append(str(HERE))
 
 TASKS = ("image2pose", "text2pose")
 

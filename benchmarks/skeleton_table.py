@@ -37,10 +37,6 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Run as a script, this folder is sys.path[0] and its rewards.py would shadow the `rewards`
-# package that posrft.train imports: put the repository root first instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 VARIANTS = ("fixed_renderer", "draction", "draction+discft", "draction+discft+crdistill")
 METRICS = ("unseen_top1", "seen_top1", "caption_acc", "cross_format_top1")

@@ -1,4 +1,7 @@
-"""Atomic file writes (floor 1): a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes (floor 1): a reader sees the old file or the new one, never half of one.
+
+Every file posrft writes outside an atomic folder (checkpoints and model folders are written
+into a temporary sibling folder and renamed) goes through these functions."""
 
 from __future__ import annotations
 
@@ -39,3 +42,29 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_save_image(path: str | os.PathLike, image: Any, **save_kwargs: Any) -> Path:
+    """Encode a PIL ``image`` in the format its suffix names (``.png``, ``.gif``, ...; PIL's
+    ``save_kwargs`` such as ``save_all``/``append_images``) and write it atomically."""
+    import io
+
+    from PIL import Image
+
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown image suffix {path.suffix!r} (e.g. .png, .gif)")
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save_kwargs)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_save_figure(path: str | os.PathLike, figure: Any, **savefig_kwargs: Any) -> Path:
+    """Render a matplotlib ``figure`` in the format its suffix names and write it atomically."""
+    import io
+
+    path = Path(path)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=path.suffix.lstrip(".") or "png", **savefig_kwargs)
+    return atomic_write_bytes(path, buffer.getvalue())

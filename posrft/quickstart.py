@@ -8,7 +8,6 @@ exercises the same path a real run takes.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.table import Table
+
+from posrft.files import atomic_write_json, atomic_write_text
 
 console = Console()
 STAGES = 5
@@ -29,9 +30,7 @@ def _stage(k: int, text: str) -> float:
 
 
 def _write_recipe(path: Path, trainer: str, fields: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"trainer": trainer, **fields}, sort_keys=False))
-    return path
+    return atomic_write_text(path, yaml.safe_dump({"trainer": trainer, **fields}, sort_keys=False))
 
 
 def _train(recipe: Path, accelerate_config: str | None) -> None:
@@ -105,6 +104,6 @@ def quickstart(config: str | os.PathLike = "recipes/quickstart.yaml", out: str |
     console.print(table)
     summary = {"evaluation": results, "wall_s": time.perf_counter() - start,
                "metrics_log": str(root / "hygrpo" / "metrics.jsonl")}  # fmt: skip
-    (root / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_json(root / "summary.json", summary)
     console.print(f"summary written to {root / 'summary.json'} (total {summary['wall_s']:.0f}s)")
     return summary

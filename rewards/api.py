@@ -14,6 +14,9 @@ A reward is any callable, sync or ``async def``::
   when the dataset has a ``completion`` column. Functions must accept ``**kwargs``.
 * Return one value per completion; ``None`` means "does not apply to this sample": it is masked
   (excluded from the advantage baseline) and counted in the logs.
+* A pose reward that is a sum over body joints, ``R_i = Σ_j r_ij``, may instead return a
+  :class:`PerJointRewards`: the learner can then credit each joint's rotation with the rewards of
+  the joints it moves (``per_joint_credit``). Its totals are what the logs and a scalar use see.
 
 TRL's own reward functions (``trl.rewards``) satisfy this contract unchanged.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -29,6 +33,36 @@ import numpy as np
 
 class RewardFunctionError(ValueError):
     """A reward function broke the contract; the message names the function and the sample."""
+
+
+@dataclass
+class PerJointRewards:
+    """A reward that decomposes over body joints: sample ``i`` scores ``Σ_j values[i, j]``.
+
+    ``values``: ``(N, J)`` float array, J the body's joints in SMPL order (24); a row of NaN
+    means "does not apply" (a ``None`` reward). The joint ``j`` term must depend only on joint
+    ``j``'s position, so that a rotation's noise can be credited with the terms of the joints it
+    moves without bias.
+    """
+
+    values: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.values = np.asarray(self.values, dtype=np.float64)
+        if self.values.ndim != 2:
+            raise RewardFunctionError(f"PerJointRewards.values must be (N, J), got shape {self.values.shape}")
+        partial = np.isnan(self.values).any(1) & ~np.isnan(self.values).all(1)
+        inf = np.isinf(self.values).any(1)
+        if partial.any() or inf.any():
+            i = int(np.flatnonzero(partial | inf)[0])
+            raise RewardFunctionError(f"PerJointRewards row {i} has some but not all joints NaN, or an Inf")
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    def totals(self) -> list[float | None]:
+        """One reward per sample (``None`` for not-applicable rows)."""
+        return [None if np.isnan(row[0]) else float(row.sum()) for row in self.values]
 
 
 def completion_text(completion: Any) -> str:
@@ -52,12 +86,30 @@ def message_text(message: dict) -> str:
     return "".join(part.get("text", "") for part in content if part.get("type", "text") == "text")
 
 
+def reward_columns(rows: Sequence[dict[str, Any]], repeat: int) -> dict[str, list[Any]]:
+    """The ``**columns`` rewards receive for a batch of dataset ``rows`` with ``repeat``
+    completions each: every column but ``prompt`` and ``images``, each value repeated for the
+    ``repeat`` completions of its row (the same object, so per-prompt conversions can be shared),
+    and ``completion`` renamed ``reference_completion`` and reduced to its text."""
+    cols: dict[str, list[Any]] = {}
+    for key in rows[0]:
+        if key in ("prompt", "images"):
+            continue
+        values = [r[key] for r in rows]
+        if key == "completion":
+            key, values = "reference_completion", [completion_text(v) for v in values]
+        cols[key] = [v for v in values for _ in range(repeat)]
+    return cols
+
+
 def validate_rewards(name: str, values: Any, n: int) -> np.ndarray:
     """Check one reward function's output and return it as ``(n,)`` float64, NaN for ``None``.
 
     Raises :class:`RewardFunctionError` naming ``name`` and the first offending sample index for
     a wrong length, a non-number or a NaN/inf value.
     """
+    if isinstance(values, PerJointRewards):
+        values = values.totals()
     if not isinstance(values, Sequence) and not isinstance(values, np.ndarray):
         raise RewardFunctionError(
             f"reward function {name!r} returned {type(values).__name__}; expected a list of "

@@ -6,7 +6,7 @@ as possible (the joint reward must keep up with FK at ~10⁶ poses/s):
 
 * a column that is already one stacked tensor / array is used as is (indexed);
 * values shared by the ``G`` completions of one prompt are usually the *same object* repeated
-  (see ``posrft.train.data.reward_columns``), so each distinct object is converted once;
+  (see :func:`rewards.api.reward_columns`), so each distinct object is converted once;
 * tensors are stacked with ``torch.stack``, anything else goes through one ``np.asarray``.
 
 Every failure names the reward, the column and the first offending sample index.

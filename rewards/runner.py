@@ -25,7 +25,7 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 import torch
 
-from rewards.api import RewardFunctionError, validate_rewards
+from rewards.api import PerJointRewards, RewardFunctionError, validate_rewards
 from rewards.registry import default_target, resolve_reward
 
 Target = Literal["text", "pose", "both"]
@@ -83,13 +83,19 @@ class RewardSpec:
 
 @dataclass
 class RewardBatch:
-    """Rewards of one rollout batch of ``N`` samples and ``K`` reward functions."""
+    """Rewards of one rollout batch of ``N`` samples and ``K`` reward functions.
+
+    ``per_joint`` maps the name of each reward that returned :class:`~rewards.api.PerJointRewards`
+    to its ``(N, J)`` terms (NaN rows masked); their totals are its ``per_func`` column.
+    """
 
     names: list[str]
     per_func: torch.Tensor  # (N, K) float32, NaN = masked
     text: torch.Tensor  # (N,) weighted sum over text-targeted rewards, NaN = no reward applies
     pose: torch.Tensor  # (N,) weighted sum over pose-targeted rewards
     metrics: dict[str, float]
+    per_joint: dict[str, torch.Tensor] = field(default_factory=dict)
+    specs: list["RewardSpec"] = field(default_factory=list)  # weight and target of each column
 
 
 def _run_coroutines(coros: list) -> list:
@@ -125,6 +131,17 @@ class RewardRunner:
     def names(self) -> list[str]:
         return [s.label for s in self.specs]
 
+    def subset(self, targets: Sequence[str]) -> "RewardRunner":
+        """A runner over the rewards whose target is in ``targets`` (sharing the resolved
+        functions, nothing is rebuilt)."""
+        keep = [k for k, spec in enumerate(self.specs) if spec.target in targets]
+        if not keep:
+            raise ValueError(f"no reward targets any of {list(targets)}")
+        sub = object.__new__(RewardRunner)
+        sub.specs = [self.specs[k] for k in keep]
+        sub.funcs = [self.funcs[k] for k in keep]
+        return sub
+
     def __call__(
         self,
         prompts: Sequence[Any],
@@ -157,9 +174,12 @@ class RewardRunner:
                 outputs[k] = res
 
         per_func = np.full((n, len(self.funcs)), np.nan)
+        per_joint: dict[str, torch.Tensor] = {}
         metrics: dict[str, float] = {}
         for k, (spec, out) in enumerate(zip(self.specs, outputs)):
             errors = 0
+            if isinstance(out, PerJointRewards) and len(out) == n:
+                per_joint[spec.label] = torch.from_numpy(out.values).float()
             if isinstance(out, BaseException):
                 if spec.on_error == "raise":
                     raise RewardFunctionError(f"reward function {spec.label!r} raised: {out!r}") from out
@@ -187,6 +207,8 @@ class RewardRunner:
             text=torch.from_numpy(text).float(),
             pose=torch.from_numpy(pose).float(),
             metrics=metrics,
+            per_joint=per_joint,
+            specs=list(self.specs),
         )
 
 

@@ -63,3 +63,15 @@ def text2pose_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "text2pose"
     build_text2pose(48, 8, 8, seed=0, out_dir=out)
     return out
+
+
+@pytest.fixture(scope="session")
+def sft_model(tmp_path_factory, tiny_model_dir, text2pose_dir):
+    """The tiny model after a short SFT, so it emits <POSE> often enough for RL signal."""
+    from posrft.train.config import SFTConfig
+    from posrft.train.sft import run_sft
+
+    out = tmp_path_factory.mktemp("sft")
+    return run_sft(SFTConfig(model_name_or_path=str(tiny_model_dir), dataset_path=str(text2pose_dir),
+                             output_dir=str(out), max_steps=10, learning_rate=3e-3,
+                             report_to=["none"]))  # fmt: skip

@@ -6,12 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from posrft.algo import (
-    HyGRPOLossSettings,
-    get_advantage_estimator,
-    group_normalized_advantages,
-    hygrpo_loss,
-)
+from posrft.algo import HyGRPOLossSettings, group_normalized_advantages, hygrpo_loss
+from posrft.policy.pose_head import PoseDistribution
 
 
 # --------------------------------------------------------------------------- advantages
@@ -64,10 +60,7 @@ def test_equal_rewards_give_zero_advantage_and_count_as_zero_std():
     assert res.zero_std_groups == 0.5
 
 
-def test_advantage_registry_and_errors():
-    assert get_advantage_estimator("grpo") is group_normalized_advantages
-    with pytest.raises(KeyError, match="available: grpo"):
-        get_advantage_estimator("gae")
+def test_advantage_errors():
     with pytest.raises(ValueError, match="group_size=4"):
         group_normalized_advantages(torch.zeros(6), 4)
     with pytest.raises(ValueError, match="scale_rewards"):
@@ -82,17 +75,30 @@ def _batch(n=4, t=5, d=6, seed=0, valid=None):
     mask = torch.ones(n, t, dtype=torch.float64)
     mask[0, 3:] = 0
     mask[2, 1:] = 0
-    old_pose = -torch.rand(n, d, generator=g, dtype=torch.float64)
-    new_pose = (old_pose + 0.3 * torch.randn(n, d, generator=g, dtype=torch.float64)).requires_grad_()
+    old_mean = torch.randn(n, d, generator=g, dtype=torch.float64)
+    old_log_std = -1 - torch.rand(n, d, generator=g, dtype=torch.float64)
+    new_mean = (old_mean + 0.1 * torch.randn(n, d, generator=g, dtype=torch.float64)).requires_grad_()
+    new_log_std = (old_log_std + 0.1 * torch.randn(n, d, generator=g, dtype=torch.float64)).requires_grad_()
+    pose = old_mean + old_log_std.exp() * torch.randn(n, d, generator=g, dtype=torch.float64)
     return dict(
         token_logps=new, old_token_logps=old, completion_mask=mask,
         text_advantages=torch.randn(n, generator=g, dtype=torch.float64),
-        pose_logp_dims=new_pose, old_pose_logp_dims=old_pose,
+        pose_dist=PoseDistribution(new_mean, new_log_std),
+        old_pose_dist=PoseDistribution(old_mean, old_log_std), pose=pose,
         pose_valid=torch.tensor(valid if valid is not None else [True, False, True, True]),
         pose_advantages=torch.randn(n, generator=g, dtype=torch.float64),
         ref_token_logps=old - 0.1,
-        pose_kl_dims=(new_pose - old_pose) ** 2,
+        ref_pose_dist=PoseDistribution(old_mean - 0.05, old_log_std + 0.1),
     )  # fmt: skip
+
+
+def _log_normal(x, mu, log_std):
+    return -((x - mu) ** 2) / (2 * math.exp(2 * log_std)) - log_std - 0.5 * math.log(2 * math.pi)
+
+
+def _kl_normal(mu1, ls1, mu2, ls2):
+    """KL(N(mu1, e^{2 ls1}) || N(mu2, e^{2 ls2})), the textbook formula."""
+    return ls2 - ls1 + (math.exp(2 * ls1) + (mu1 - mu2) ** 2) / (2 * math.exp(2 * ls2)) - 0.5
 
 
 def _hand_loss(b, s: HyGRPOLossSettings):
@@ -122,15 +128,21 @@ def _hand_loss(b, s: HyGRPOLossSettings):
         if not b["pose_valid"][i]:
             continue
         a = float(b["pose_advantages"][i])
-        lr = (b["pose_logp_dims"][i].detach() - b["old_pose_logp_dims"][i]).tolist()
+        new_d, old_d, ref_d, x = b["pose_dist"].detach(), b["old_pose_dist"], b["ref_pose_dist"], b["pose"]
+        dims = range(x.shape[1])
+        lr = [_log_normal(float(x[i, k]), float(new_d.mean[i, k]), float(new_d.log_std[i, k]))
+              - _log_normal(float(x[i, k]), float(old_d.mean[i, k]), float(old_d.log_std[i, k]))
+              for k in dims]  # fmt: skip
         e = s.pose_epsilon
         if s.pose_ratio == "per_dim":
             sur = [min(math.exp(x) * a, min(max(math.exp(x), 1 - e), 1 + e) * a) for x in lr]
             term = -sum(sur) / len(sur)
-        else:
+        else:  # one ratio, scaled by 1/D so its on-policy gradient equals per-dim's
             r = math.exp(sum(lr))
-            term = -min(r * a, min(max(r, 1 - e), 1 + e) * a)
-        term += s.beta_pose * float(b["pose_kl_dims"][i].detach().mean())
+            term = -min(r * a, min(max(r, 1 - e), 1 + e) * a) / len(lr)
+        kl = [_kl_normal(float(new_d.mean[i, k]), float(new_d.log_std[i, k]),
+                         float(ref_d.mean[i, k]), float(ref_d.log_std[i, k])) for k in dims]
+        term += s.beta_pose * sum(kl) / len(kl)
         pose_terms.append(term)
     pose = sum(pose_terms) / len(pose_terms) if pose_terms else 0.0
     return text + s.pose_coef * pose
@@ -153,7 +165,8 @@ def test_empty_valid_set_gives_zero_pose_loss_and_gradient():
     out = hygrpo_loss(**b, settings=HyGRPOLossSettings(beta=0.1))
     assert out.pose_loss.item() == 0.0
     out.loss.backward()
-    assert torch.count_nonzero(b["pose_logp_dims"].grad) == 0
+    assert torch.count_nonzero(b["pose_dist"].mean.grad) == 0
+    assert torch.count_nonzero(b["pose_dist"].log_std.grad) == 0
 
 
 def test_equal_rewards_zero_advantage_zero_gradient():
@@ -164,19 +177,23 @@ def test_equal_rewards_zero_advantage_zero_gradient():
     out = hygrpo_loss(**b, settings=HyGRPOLossSettings(beta=0.0))
     out.loss.backward()
     assert torch.count_nonzero(b["token_logps"].grad) == 0
-    assert torch.count_nonzero(b["pose_logp_dims"].grad) == 0
+    assert torch.count_nonzero(b["pose_dist"].mean.grad) == 0
 
 
 def test_clipping_on_both_sides_stops_the_gradient():
     """r > 1+ε with A > 0 and r < 1-ε with A < 0 are clipped: no gradient, counted as clipped."""
     old = torch.zeros(2, 1, dtype=torch.float64)
     new = torch.tensor([[math.log(1.5)], [math.log(0.5)]], dtype=torch.float64, requires_grad=True)
-    pose_old = torch.zeros(2, 2, dtype=torch.float64)
-    pose_new = torch.tensor([[0.5, 0.0], [-0.5, 0.0]], dtype=torch.float64, requires_grad=True)
+    # pose 0, σ 1: the per-dim log-ratio is -(μ_new² - μ_old²)/2; μ_old = 1 and μ_new² = 1 ∓ 2·0.5
+    # give log-ratios ±0.5 in dim 0 (ratio e^±0.5, outside [0.8, 1.2]) and 0 in dim 1
+    old_mean = torch.ones(2, 2, dtype=torch.float64)
+    new_mean = torch.tensor([[0.0, 1.0], [math.sqrt(2.0), 1.0]], dtype=torch.float64, requires_grad=True)
+    log_std = torch.zeros(2, 2, dtype=torch.float64)
     adv = torch.tensor([1.0, -1.0], dtype=torch.float64)
     out = hygrpo_loss(
         token_logps=new, old_token_logps=old, completion_mask=torch.ones(2, 1),
-        text_advantages=adv, pose_logp_dims=pose_new, old_pose_logp_dims=pose_old,
+        text_advantages=adv, pose_dist=PoseDistribution(new_mean, log_std),
+        old_pose_dist=PoseDistribution(old_mean, log_std), pose=torch.zeros(2, 2, dtype=torch.float64),
         pose_valid=torch.tensor([True, True]), pose_advantages=adv,
         settings=HyGRPOLossSettings(epsilon=0.2, pose_epsilon=0.2),
     )  # fmt: skip
@@ -184,7 +201,7 @@ def test_clipping_on_both_sides_stops_the_gradient():
     assert torch.count_nonzero(new.grad) == 0
     assert out.metrics["clip/text_high"] == 0.5 and out.metrics["clip/text_low"] == 0.5
     # Clipped pose dimensions get no gradient; the unclipped (ratio 1) ones do.
-    assert pose_new.grad[:, 0].abs().sum() == 0 and (pose_new.grad[:, 1].abs() > 0).all()
+    assert new_mean.grad[:, 0].abs().sum() == 0 and (new_mean.grad[:, 1].abs() > 0).all()
     # one of two dims clipped in each sample, high in one sample and low in the other
     assert out.metrics["clip/pose_high"] == pytest.approx(0.25)
     assert out.metrics["clip/pose_low"] == pytest.approx(0.25)
@@ -203,7 +220,7 @@ def test_discrete_only_equals_plain_grpo_loss():
     expected = ((per_tok * m).sum(-1) / m.sum(-1)).mean()
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-12)
     out.loss.backward()
-    assert b["pose_logp_dims"].grad is None
+    assert b["pose_dist"].mean.grad is None
 
 
 def test_settings_validation_names_the_field():

@@ -45,8 +45,9 @@ def test_rollout_shapes_masks_and_flags_with_images(tiny_policy, nudge_logits):
     assert batch.pixel_values.shape == (12, 3, 56, 56)
     assert batch.prompt_index.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     assert batch.prompt_mask[:, -1].all()  # left padding
-    for key in ("pose_mean", "pose_std", "pose"):
+    for key in ("pose_mean", "pose_std"):
         assert getattr(batch, key).shape == (n, d)
+    assert batch.pose.shape == (n, 1, d) and batch.pose_logp.shape == (n, 1)
     _check_masks(tiny_policy, batch)
     has_pose = ((batch.completion_ids == tiny_policy.pose_token_id) & batch.completion_mask.bool()).any(1)
     assert torch.equal(batch.pose_valid, has_pose)
@@ -56,9 +57,9 @@ def test_rollout_shapes_masks_and_flags_with_images(tiny_policy, nudge_logits):
     for field in (batch.token_logps, batch.pose, batch.pose_logp, batch.pose_mean, batch.pose_std):
         assert torch.isfinite(field).all()
     assert (batch.pose_logp[~batch.pose_valid] == 0).all()
-    torch.testing.assert_close(batch.pose[~batch.pose_valid], batch.pose_mean[~batch.pose_valid])
-    torch.testing.assert_close(batch.pose_logp[batch.pose_valid],
-                               batch.pose_dist.log_prob(batch.pose)[batch.pose_valid])
+    torch.testing.assert_close(batch.pose[~batch.pose_valid, 0], batch.pose_mean[~batch.pose_valid])
+    torch.testing.assert_close(batch.pose_logp[batch.pose_valid, 0],
+                               batch.pose_dist.log_prob(batch.pose[:, 0])[batch.pose_valid])
 
 
 def test_rollout_seed_reproducible_and_global_rng_untouched(tiny_policy, nudge_logits):
@@ -78,7 +79,7 @@ def test_greedy_rollout_returns_mean_pose(tiny_policy, nudge_logits):
     nudge_logits(tiny_policy, {"<POSE>": 9.0})
     batch = tiny_policy.rollout(["x", "y"], num_generations=2, max_new_tokens=3, greedy=True)
     assert batch.pose_valid.all()
-    assert torch.equal(batch.pose, batch.pose_mean)
+    assert torch.equal(batch.pose[:, 0], batch.pose_mean)
     assert torch.equal(batch.completion_ids[0], batch.completion_ids[1])
 
 
@@ -227,3 +228,17 @@ def test_selective_log_softmax_matches_log_softmax():
     index = torch.randint(0, 11, (3, 5))
     expected = torch.log_softmax(logits, -1).gather(-1, index[..., None])[..., 0]
     torch.testing.assert_close(selective_log_softmax(logits, index), expected)
+
+
+def test_nested_pose_samples_share_one_gaussian(tiny_policy, nudge_logits):
+    """K poses per completion from its one N(μ, σ²); the first is what K = 1 samples."""
+    nudge_logits(tiny_policy, {"<POSE>": 9.0})
+    one = tiny_policy.rollout(["x", "y"], num_generations=2, max_new_tokens=3, seed=5)
+    many = tiny_policy.rollout(["x", "y"], num_generations=2, max_new_tokens=3, seed=5, num_pose_samples=64)
+    assert many.pose.shape == (4, 64, 132) and many.pose_logp.shape == (4, 64)
+    torch.testing.assert_close(many.pose[:, 0], one.pose[:, 0])
+    z = (many.pose - many.pose_mean[:, None]) / many.pose_std[:, None]
+    assert abs(float(z.mean())) < 0.02 and abs(float(z.std()) - 1) < 0.02  # standard normal noise
+    torch.testing.assert_close(many.pose_logp, many.pose_dist.log_prob(many.pose))
+    with pytest.raises(ValueError, match="num_pose_samples"):
+        tiny_policy.rollout(["x"], greedy=True, num_pose_samples=2)

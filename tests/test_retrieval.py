@@ -16,7 +16,6 @@ from posrft.eval.retrieval import PoseFeatures, RetrievalConfig, RetrievalModel,
 from posrft.eval.retrieval_train import (
     PairSet,
     TrainSettings,
-    augment,
     load_pairs,
     main,
     mirror_caption,

@@ -36,7 +36,11 @@ def test_yaml_recipe_with_overrides_and_trainer_dispatch(tmp_path):
          r"multiple of num_generations \(3\)"),
         ("trainer: hygrpo\nnum_generations: 1\n", ValueError, r"num_generations must be >= 2"),
         ("trainer: hygrpo\npose_ratio: sum\n", TypeError, r"pose_ratio: expected one of 'per_dim', 'joint'"),
-        ("trainer: hygrpo\nlog_std_min: 0.0\nlog_std_max: -1.0\n", ValueError, r"log_std_min \(0.0\) must be <"),
+        ("trainer: hygrpo\npose_sigma_min: 0.2\npose_sigma_max: 0.1\n", ValueError, r"pose_sigma_min \(0.2\) must be <"),
+        ("trainer: hygrpo\npose_sigma: fixed\n", ValueError, r"pose_sigma='fixed' needs pose_sigma_value"),
+        ("trainer: hygrpo\npose_advantage_group: siblings\n", ValueError, r"needs num_pose_samples >= 2"),
+        ("trainer: hygrpo\nper_joint_credit: true\npose_ratio: joint\n", ValueError, r"per_joint_credit needs pose_ratio"),
+        ("trainer: hygrpo\npose_kl: l1\n", TypeError, r"pose_kl: expected one of 'gaussian', 'mean_l2'"),
         ("trainer: hygrpo\nrewards: []\n", ValueError, r"rewards must be a non-empty list"),
         ("trainer: ppo\n", ValueError, r"trainer must be one of \['hygrpo', 'sft'\]"),
     ],
@@ -90,17 +94,6 @@ def _grpo_cfg(tmp_path, model, data, name, **kw):
     return HyGRPOConfig(**base)
 
 
-@pytest.fixture(scope="module")
-def sft_model(tmp_path_factory, tiny_model_dir, text2pose_dir):
-    """The tiny model after a short SFT, so it emits <POSE> often enough for RL signal."""
-    from posrft.train.sft import run_sft
-
-    out = tmp_path_factory.mktemp("sft")
-    return run_sft(SFTConfig(model_name_or_path=str(tiny_model_dir), dataset_path=str(text2pose_dir),
-                             output_dir=str(out), max_steps=10, learning_rate=3e-3,
-                             report_to=["none"]))  # fmt: skip
-
-
 def test_hygrpo_runs_logs_and_exports(tmp_path, sft_model, text2pose_dir):
     from posrft.train.hygrpo import run_hygrpo
 
@@ -108,9 +101,12 @@ def test_hygrpo_runs_logs_and_exports(tmp_path, sft_model, text2pose_dir):
     log = [json.loads(line) for line in open(tmp_path / "grpo" / "metrics.jsonl")]
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     for key in ("reward/text", "rewards/format/mean", "rewards/joint/mean", "pose/valid_frac",
-                "kl/text", "clip/text_high", "time/rollout", "time/update", "throughput/samples_per_s"):
-        assert key in log[-1], key
-    assert log[-1]["pose/valid_frac"] > 0
+                "kl/text", "clip/text_high", "time/rollout", "time/update", "throughput/samples_per_s",
+                "grad_norm", "lr", "staleness/mean", "staleness/max", "sync/bytes"):
+        assert key in log[0], key
+    assert log[0]["pose/valid_frac"] > 0
+    assert all(r["staleness/max"] == 0 for r in log)  # max_staleness 0: strictly on-policy
+    assert (tmp_path / "grpo" / "config.json").is_file()
     assert (tmp_path / "grpo" / "poses" / "step_000002.png").is_file()
     assert (tmp_path / "grpo" / "completions.jsonl").stat().st_size > 0
     before = load_file(str(sft_model / "model.safetensors"))
@@ -151,7 +147,7 @@ def test_hygrpo_with_lora_uses_the_disabled_adapter_as_reference(tmp_path, sft_m
 @pytest.mark.parametrize("discrete_only", [False, True])
 def test_discrete_only_scores_the_head_mean(tiny_policy, nudge_logits, discrete_only):
     """Text-only GRPO treats the head as deterministic: its rewards see μ, HyGRPO's the samples."""
-    from posrft.train.rollout_phase import score_rollouts
+    from posrft.train.experience import build_experience
     from rewards import RewardRunner
 
     seen = []
@@ -165,19 +161,21 @@ def test_discrete_only_scores_the_head_mean(tiny_policy, nudge_logits, discrete_
                        rewards=[{"func": record, "target": "text" if discrete_only else "pose"}])  # fmt: skip
     batch = tiny_policy.rollout(["a", "b"], num_generations=4, max_new_tokens=3, seed=0)
     rows = [{"prompt": "a"}, {"prompt": "b"}]
-    score_rollouts(cfg, rows, batch, torch.zeros(8, dtype=torch.long), RewardRunner(cfg.rewards), {})
-    expected = batch.pose_mean if discrete_only else batch.pose
-    assert not torch.allclose(batch.pose, batch.pose_mean)
+    build_experience(cfg, rows, batch, torch.zeros(8, dtype=torch.long), RewardRunner(cfg.rewards))
+    expected = batch.pose_mean if discrete_only else batch.pose[:, 0]
+    assert not torch.allclose(batch.pose[:, 0], batch.pose_mean)
     assert torch.equal(torch.stack(seen), expected)
 
 
-def test_overridden_sigma_range_survives_save_and_reload(tiny_model_dir, tmp_path):
+def test_rl_sigma_settings_survive_save_and_reload(tiny_model_dir, tmp_path):
     from posrft.policy.model import PosePolicy
     from posrft.train.common import build_policy
 
-    cfg = HyGRPOConfig(model_name_or_path=str(tiny_model_dir), log_std_max=-3.0, log_std_min=-6.0)
+    cfg = HyGRPOConfig(model_name_or_path=str(tiny_model_dir), pose_sigma="state_independent",
+                       pose_sigma_value=0.05, pose_sigma_max=0.1)
     policy = build_policy(cfg)
-    assert policy.pose_head.log_std_max == -3.0
+    assert policy.pose_head.free_log_std.requires_grad
     policy.save_pretrained(tmp_path / "p")
     back = PosePolicy.from_pretrained(tmp_path / "p")
-    assert (back.pose_head.log_std_min, back.pose_head.log_std_max) == (-6.0, -3.0)
+    assert back.pose_head.sigma == cfg.sigma_settings()
+    assert torch.equal(back.pose_head.free_log_std, policy.pose_head.free_log_std)

@@ -1,6 +1,6 @@
-"""Group-relative advantage estimators, in a registry (verl style) so recipes can pick one.
+"""Group-relative advantages (GRPO).
 
-An estimator maps per-sample rewards ``(N,)`` laid out group by group (``N = num_groups * G``,
+The estimator maps per-sample rewards ``(N,)`` laid out group by group (``N = num_groups * G``,
 the ``G`` samples of one prompt adjacent) and a validity mask ``(N,)`` to advantages ``(N,)``:
 
     A_i = (R_i - mean_{j in g(i), valid}(R_j)) / (std_{j in g(i), valid}(R_j) + eps)      "group"
@@ -19,52 +19,27 @@ pose advantage Δ over the subset V with a valid ``<POSE>`` (mask = pose valid).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
 ScaleRewards = Literal["group", "batch", "none"]
-AdvantageFn = Callable[..., "AdvantageResult"]
-
-_ESTIMATORS: dict[str, AdvantageFn] = {}
 
 
 @dataclass
 class AdvantageResult:
-    """Advantages ``(N,)`` plus what the logs report about them.
-
-    ``group_std`` is per sample (the std of its group, 0 for groups with < 2 valid samples) and
-    ``zero_std_groups`` the fraction of groups whose valid rewards are all equal (no signal).
-    """
+    """Advantages ``(N,)`` plus the fraction of groups whose valid rewards are all equal (no
+    signal), for the logs."""
 
     advantages: torch.Tensor
-    group_std: torch.Tensor
     zero_std_groups: float
-
-
-def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    def wrap(fn: AdvantageFn) -> AdvantageFn:
-        if name in _ESTIMATORS:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        _ESTIMATORS[name] = fn
-        return fn
-
-    return wrap
-
-
-def get_advantage_estimator(name: str) -> AdvantageFn:
-    try:
-        return _ESTIMATORS[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown advantage estimator {name!r}; available: {', '.join(sorted(_ESTIMATORS))}"
-        ) from None
 
 
 def _masked_group_stats(
     x: torch.Tensor, m: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-row mean, unbiased std and count of ``x`` over ``m``; ``x, m``: ``(groups, G)``."""
+    """Mean, unbiased std and count of ``x`` over ``m`` along dim 1; ``x, m``: ``(groups, G, C)``
+    → three ``(groups, C)`` tensors."""
     count = m.sum(dim=1)
     xm = torch.where(m, x, torch.zeros_like(x))
     mean = xm.sum(dim=1) / count.clamp(min=1)
@@ -73,7 +48,6 @@ def _masked_group_stats(
     return mean, var.sqrt(), count
 
 
-@register_advantage("grpo")
 def group_normalized_advantages(
     rewards: torch.Tensor,
     group_size: int,
@@ -84,40 +58,38 @@ def group_normalized_advantages(
     """GRPO advantages over groups of ``group_size`` adjacent samples (see module docstring).
 
     Args:
-        rewards: ``(N,)`` total reward per sample; NaN marks "no reward applies".
+        rewards: ``(N,)`` total reward per sample, or ``(N, C)``: ``C`` rewards per sample each
+            normalised on its own (per-joint credit); NaN marks "no reward applies".
         group_size: ``G``; ``N`` must be a multiple of it.
         mask: ``(N,)`` bool, samples that take part (default: all with a finite reward).
         scale_rewards: ``"group"``, ``"batch"`` or ``"none"`` (TRL's names).
         eps: added to the std before dividing (TRL uses 1e-4).
     """
-    if rewards.dim() != 1:
-        raise ValueError(f"rewards must be 1-D (N,), got shape {tuple(rewards.shape)}")
-    n = rewards.numel()
+    if rewards.dim() not in (1, 2):
+        raise ValueError(f"rewards must be (N,) or (N, C), got shape {tuple(rewards.shape)}")
+    n = rewards.shape[0]
     if group_size < 1 or n % group_size:
         raise ValueError(f"{n} rewards do not split into groups of group_size={group_size}")
     if scale_rewards not in ("group", "batch", "none"):
         raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', got {scale_rewards!r}")
-    valid = torch.isfinite(rewards)
+    cols = rewards.reshape(n, -1)
+    valid = torch.isfinite(cols)
     if mask is not None:
-        if mask.shape != rewards.shape:
-            raise ValueError(f"mask shape {tuple(mask.shape)} != rewards shape {tuple(rewards.shape)}")
-        valid = valid & mask.bool()
-    r = rewards.double().view(-1, group_size)
-    v = valid.view(-1, group_size)
+        if mask.shape != (n,):
+            raise ValueError(f"mask shape {tuple(mask.shape)} != ({n},)")
+        valid = valid & mask.bool()[:, None]
+    r = cols.double().view(-1, group_size, cols.shape[1])
+    v = valid.view(-1, group_size, cols.shape[1])
     mean, std, count = _masked_group_stats(r, v)
     has_baseline = count >= 2
     centred = torch.where(v & has_baseline[:, None], r - mean[:, None], torch.zeros_like(r))
     if scale_rewards == "group":
         adv = centred / (std[:, None] + eps)
     elif scale_rewards == "batch":
-        _, batch_std, batch_count = _masked_group_stats(r.reshape(1, -1), v.reshape(1, -1))
-        adv = centred / (batch_std + eps) if batch_count.item() >= 2 else centred
+        _, batch_std, batch_count = _masked_group_stats(r.reshape(1, -1, r.shape[2]), v.reshape(1, -1, r.shape[2]))
+        adv = torch.where(batch_count >= 2, centred / (batch_std + eps), centred)
     else:
         adv = centred
-    group_std = torch.where(has_baseline, std, torch.zeros_like(std))
-    zero = ((group_std < 1e-8) & has_baseline).double().sum() / max(int(has_baseline.sum()), 1)
-    return AdvantageResult(
-        advantages=adv.reshape(-1).to(rewards.dtype),
-        group_std=group_std.repeat_interleave(group_size).to(rewards.dtype),
-        zero_std_groups=float(zero),
-    )
+    zero = ((std < 1e-8) & has_baseline).double().sum() / max(int(has_baseline.sum()), 1)
+    return AdvantageResult(advantages=adv.reshape(rewards.shape).to(rewards.dtype),
+                           zero_std_groups=float(zero))

@@ -223,7 +223,7 @@ class BodyModel(nn.Module):
         elif x.ndim == 4 and x.shape[1:] == (n, 3, 3):
             rot = x.to(self.smpl.shapedirs)
         else:
-            alt = f" or (B, 3, 3)" if n == 1 else ""
+            alt = " or (B, 3, 3)" if n == 1 else ""
             raise ValueError(
                 f"{name}: expected (B, {n * 3}) axis-angle or (B, {n}, 3, 3) rotation matrices"
                 f"{alt} for {self.model_type.upper()}, got {tuple(x.shape)}"

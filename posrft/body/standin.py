@@ -29,9 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +37,7 @@ import numpy as np
 
 from posrft.body.formats import SMPL24_JOINTS, SMPL24_PARENTS
 from posrft.config import cache_dir
+from posrft.files import atomic_write_bytes
 
 logger = logging.getLogger("posrft.body")
 
@@ -322,17 +321,6 @@ def _generator_key() -> str:
     return hashlib.sha256(STANDIN_VERSION.encode() + b"\0" + src).hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def standin_dir(root: Path | None = None) -> Path:
     """Folder of the stand-in file: ``root`` or ``cache_dir()/body_models/standin``."""
     return Path(root) if root is not None else cache_dir() / "body_models" / "standin"
@@ -343,14 +331,14 @@ def write_standin(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     payload = pickle.dumps(build_standin(), protocol=4)
     path = folder / STANDIN_FILE
-    _atomic_write(path, payload)
+    atomic_write_bytes(path, payload)
     meta = {
         "version": STANDIN_VERSION,
         "generator_key": _generator_key(),
         "sha256": hashlib.sha256(payload).hexdigest(),
     }
     # Sidecar last: a crash in between leaves a sidecar that does not match, so we regenerate.
-    _atomic_write(folder / SIDECAR_FILE, json.dumps(meta, indent=1).encode())
+    atomic_write_bytes(folder / SIDECAR_FILE, json.dumps(meta, indent=1).encode())
     return path
 
 

@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from posrft.data.synth import load_dataset_dir
+from posrft.files import atomic_save_image
 
 
 def _font(size: int):
@@ -91,7 +92,4 @@ def show_dataset(
         caps = [f"[{r['key_pose']}] {r['caption']}" for r in rows]
         grid = render_pose_grid(joints, caps, size=size, cols=cols or min(len(rows), 4),
                                 font_size=font_size)  # fmt: skip
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(out)
-    return out
+    return atomic_save_image(out, grid)

@@ -46,8 +46,9 @@ def predict_poses(policy: Any, data: Dataset, n: int, batch_size: int = 16, max_
         out = policy.rollout(rows["prompt"], images, greedy=True, max_new_tokens=max_new_tokens)
         valid.append(out.pose_valid.cpu())
         texts += out.completion_texts
-        pose.append(out.pose.float().cpu())
-        pred.append(joints_of(out.pose.float().cpu()))
+        mu = out.pose[:, 0].float().cpu()  # greedy: the one pose is μ
+        pose.append(mu)
+        pred.append(joints_of(mu))
         gt.append(torch.tensor(rows["gt_joints"], dtype=torch.float32))
     return Predictions(torch.cat(pose), torch.cat(valid), torch.cat(pred), torch.cat(gt), texts)
 

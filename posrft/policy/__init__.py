@@ -2,7 +2,9 @@
 
 Public API: :class:`PosePolicy` (load/save, batched ``rollout``, ``forward_logprobs``),
 :class:`RolloutBatch`, :class:`GaussianPoseHead` / :class:`PoseDistribution`,
-:class:`PosePolicyConfig`, :func:`apply_lora` / :func:`merge_lora`, :func:`build_tiny_model`.
+:class:`PosePolicyConfig`, :func:`apply_lora` / :func:`merge_lora`, :func:`build_tiny_model`;
+the model-family registry (:data:`FAMILIES`, :class:`ModelFamily`), the extra model inputs
+(:class:`MultimodalInputs`), :func:`add_pose_token` and :func:`build_tiny_family`.
 
 The rollout function is ``posrft.policy.rollout.rollout`` (or ``PosePolicy.rollout``); it is not
 re-exported because the name would clash with the submodule. Names are imported lazily, so ``from posrft.policy.pose_head import PoseDistribution`` does not
@@ -27,6 +29,15 @@ _EXPORTS = {
     "trainable_parameter_names": "lora",
     "build_tiny_model": "tiny",
     "build_tiny_text_model": "tiny",
+    "FAMILIES": "families",
+    "ModelFamily": "families",
+    "get_family": "families",
+    "MultimodalInputs": "mm_inputs",
+    "Layout": "mm_inputs",
+    "add_pose_token": "pose_token",
+    "add_pose_token_to_folder": "pose_token",
+    "build_tiny_family": "tiny_families",
+    "freeze_vision_tower": "lora",
 }
 
 __all__ = sorted(_EXPORTS)

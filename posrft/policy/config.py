@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from posrft.policy.pose_head import SigmaSettings
 
 CONFIG_NAME = "posrft_config.json"
 POSE_HEAD_NAME = "pose_head.safetensors"
@@ -24,6 +28,8 @@ class PosePolicyConfig:
     head_seed: seed for a freshly initialised head (checkpoint without ``pose_head.safetensors``).
     base_model_path: set only for LoRA checkpoints: the folder holding the frozen base model.
     lora: the LoRA settings of a LoRA checkpoint (r, alpha, dropout, target module names...).
+    sigma: how the head's σ is produced when not the learned default (``SigmaSettings`` fields:
+        mode, value, min, max), e.g. set for RL.
     """
 
     pose_token: str = "<POSE>"
@@ -35,6 +41,13 @@ class PosePolicyConfig:
     head_seed: int = 0
     base_model_path: str | None = None
     lora: dict | None = None
+    sigma: dict | None = None
+
+    @property
+    def sigma_settings(self) -> "SigmaSettings":
+        from posrft.policy.pose_head import SigmaSettings
+
+        return SigmaSettings(**(self.sigma or {}))
 
     @property
     def pose_dim(self) -> int:

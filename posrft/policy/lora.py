@@ -1,8 +1,10 @@
-"""PEFT LoRA on the language model of a :class:`PosePolicy`.
+"""PEFT LoRA on the language model of a :class:`PosePolicy`, and freezing the vision tower.
 
 Trainable after :func:`apply_lora`: the LoRA A/B matrices of the language model's linear layers,
 the multimodal projector (as a PEFT ``modules_to_save`` copy, so disabling the adapter restores
-the original projector too) and the pose head. Frozen: the vision tower, all base LM weights
+the original projector too) and the pose head. Which modules are the projector and the vision
+tower, and which linear layers LoRA targets, is the model family's row in
+:mod:`posrft.policy.families`. Frozen: the vision tower, all base LM weights
 (embeddings and LM head included). A frozen copy of the pose head becomes the reference head, so
 ``with policy.disable_adapter():`` evaluates exactly π_ref (the policy as it was before LoRA).
 
@@ -16,9 +18,10 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from posrft.policy.families import LM_LINEAR, ModelFamily
 from posrft.policy.model import PosePolicy
 
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEFAULT_TARGETS = LM_LINEAR
 
 
 def language_model_linear_names(model: nn.Module, short_names: Sequence[str] | None = None) -> list[str]:
@@ -34,14 +37,40 @@ def language_model_linear_names(model: nn.Module, short_names: Sequence[str] | N
     return names
 
 
+def projector_module_names(model: nn.Module, family: ModelFamily) -> list[str]:
+    """Full names of the family's projector modules in ``model`` (outermost matches; a
+    ``ModuleList`` of projectors stands for its members, which PEFT can wrap one by one)."""
+    names: list[str] = []
+    for name, module in model.named_modules():
+        if not name or not family.is_projector(name) or any(name.startswith(n + ".") for n in names):
+            continue
+        if isinstance(module, nn.ModuleList):
+            names += [f"{name}.{child}" for child, _ in module.named_children()]
+        else:
+            names.append(name)
+    return names
+
+
+def freeze_vision_tower(policy: PosePolicy) -> list[str]:
+    """``requires_grad=False`` on the family's vision tower (its projector stays trainable);
+    returns the frozen parameter names."""
+    frozen = []
+    for name, p in policy.named_parameters():
+        if policy.family.is_vision(name):
+            p.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
 def apply_lora(policy: PosePolicy, r: int = 16, alpha: float = 32.0, dropout: float = 0.0,
-               target_modules: Sequence[str] | None = DEFAULT_TARGETS,
+               target_modules: Sequence[str] | None = None,
                train_projector: bool = True,
-               projector_name: str = "multi_modal_projector") -> PosePolicy:
+               projector_name: str | None = None) -> PosePolicy:
     """Wrap ``policy.model`` with PEFT LoRA in place and return the policy.
 
-    ``target_modules``: short names of LM linear layers (``None``: every LM linear layer).
-    ``train_projector``: make the multimodal projector trainable (ignored for text-only models).
+    ``target_modules``: short names of LM linear layers (default: the family's ``lora_targets``).
+    ``train_projector``: make the multimodal projector trainable (ignored for text-only models);
+    ``projector_name``: its module name, overriding the family's ``projector_modules``.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -49,13 +78,21 @@ def apply_lora(policy: PosePolicy, r: int = 16, alpha: float = 32.0, dropout: fl
         raise ValueError("the policy already has a LoRA adapter")
     if r < 1:
         raise ValueError(f"LoRA rank r must be >= 1, got {r}")
+    family = policy.family
+    if target_modules is None:
+        target_modules = family.lora_targets
     model = policy.model
     targets = language_model_linear_names(model, target_modules)
     modules_to_save = None
     if policy.multimodal and train_projector:
-        if not any(name.rsplit(".", 1)[-1] == projector_name for name, _ in model.named_modules()):
-            raise ValueError(f"no module named {projector_name!r} in the model (projector_name)")
-        modules_to_save = [projector_name]
+        if projector_name is not None:
+            from dataclasses import replace
+
+            family = replace(family, projector_modules=(projector_name,))
+        modules_to_save = projector_module_names(model, family)
+        if not modules_to_save:
+            raise ValueError(f"no projector module {list(family.projector_modules)} in the "
+                             f"{family.title} model (projector_name / the family registry)")
     lora_config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
                              modules_to_save=modules_to_save, bias="none")
     policy.set_reference_head()

@@ -14,19 +14,14 @@ attended tokens, so left padding does not shift them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForImageTextToText,
-    AutoProcessor,
-    AutoTokenizer,
-)
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from posrft.policy.checkpoint import atomic_directory, load_module, save_module
@@ -37,8 +32,10 @@ from posrft.policy.config import (
     REF_POSE_HEAD_NAME,
     PosePolicyConfig,
 )
+from posrft.policy.families import ModelFamily, family_for_model_type
 from posrft.policy.logprobs import first_token_index, position_ids_from_mask, selective_log_softmax
-from posrft.policy.pose_head import GaussianPoseHead, PoseDistribution
+from posrft.policy.mm_inputs import MultimodalInputs
+from posrft.policy.pose_head import GaussianPoseHead, PoseDistribution, SigmaSettings
 
 
 class PolicyLogProbs(NamedTuple):
@@ -67,20 +64,31 @@ def resolve_token_id(tokenizer: Any, token: str, source: str) -> int:
     return vocab[token]
 
 
-def _is_image_text(path: Path) -> bool:
-    return AutoConfig.from_pretrained(path).model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+def model_family(path: str | Path) -> ModelFamily:
+    """Registry family of the HF folder ``path`` (from ``config.json``'s ``model_type``)."""
+    model_type = AutoConfig.from_pretrained(path).model_type
+    return family_for_model_type(model_type, model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
 
 
 def load_hf(path: str | Path, dtype: torch.dtype | None = None) -> tuple[nn.Module, Any]:
-    """Load an HF model and its processor (image-text) or tokenizer (text-only) from a folder."""
+    """Load an HF model and its processor (image-text) or tokenizer (text-only) from a folder;
+    the processor is built as the model's family says (image-only where a video processor
+    would need torchvision)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
+    family = model_family(path)
     kwargs = {"dtype": dtype} if dtype is not None else {}
-    if _is_image_text(path):
-        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
-        return model, AutoProcessor.from_pretrained(path)
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs), AutoTokenizer.from_pretrained(path)
+    processing = family.load_processor(path)
+    if family.multimodal:
+        return AutoModelForImageTextToText.from_pretrained(path, **kwargs), processing
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs), processing
+
+
+#: config attributes holding the ids of multimodal placeholder tokens (never generated)
+_PLACEHOLDER_ATTRS = ("image_token_id", "image_token_index", "video_token_id", "video_token_index",
+                      "boi_token_index", "eoi_token_index", "vision_start_token_id",
+                      "vision_end_token_id")
 
 
 class PosePolicy(nn.Module):
@@ -95,6 +103,8 @@ class PosePolicy(nn.Module):
         self.config = config or PosePolicyConfig()
         self.source = source
         self.multimodal = hasattr(processing, "image_processor")
+        hf_config = self.hf_model.config
+        self.family = family_for_model_type(hf_config.model_type, self.multimodal)
         tokenizer = self.tokenizer
         where = source or "the given processor"
         self.pose_token_id = resolve_token_id(tokenizer, self.config.pose_token, where)
@@ -105,7 +115,13 @@ class PosePolicy(nn.Module):
         self.suppressed_token_ids: list[int] = []
         if self.multimodal:
             image_token = getattr(processing, "image_token", None) or "<image>"
-            self.suppressed_token_ids.append(resolve_token_id(tokenizer, image_token, where))
+            ids = [resolve_token_id(tokenizer, image_token, where)]
+            ids += [getattr(hf_config, a) for a in _PLACEHOLDER_ATTRS
+                    if isinstance(getattr(hf_config, a, None), int) and getattr(hf_config, a) < vocab_rows]
+            self.suppressed_token_ids = sorted(set(ids))
+            if self.pose_token_id in self.suppressed_token_ids:
+                raise ValueError(f"{self.config.pose_token!r} is also an image placeholder of the "
+                                 f"model from {where}")
         self.pad_token_id, self.eos_token_ids = self._special_ids(tokenizer)
         if pose_head is None:
             with torch.random.fork_rng(devices=[]):
@@ -116,6 +132,8 @@ class PosePolicy(nn.Module):
         if pose_head.pose_dim != self.config.pose_dim:
             raise ValueError(f"pose head predicts {pose_head.pose_dim} values but the config says "
                              f"num_joints={self.config.num_joints} ({self.config.pose_dim})")
+        if pose_head.sigma != self.config.sigma_settings:
+            pose_head.set_sigma(self.config.sigma_settings)
         self.pose_head = pose_head.to(self.device)
         self.ref_pose_head: GaussianPoseHead | None = None
         self._use_ref_head = False
@@ -199,6 +217,12 @@ class PosePolicy(nn.Module):
             load_module(policy.ref_pose_head, path / REF_POSE_HEAD_NAME)
         return policy
 
+    def set_pose_sigma(self, settings: SigmaSettings) -> None:
+        """How the head produces σ from now on (kept in the config, so a saved policy reloads
+        with it). Learner and rollout workers apply the same settings."""
+        self.pose_head.set_sigma(settings)
+        self.config.sigma = None if settings.is_default else dataclasses.asdict(settings)
+
     def set_reference_head(self) -> None:
         """Freeze a copy of the current pose head as the reference head (used under
         :meth:`disable_adapter`, so the reference policy is the pre-LoRA one in full)."""
@@ -246,22 +270,43 @@ class PosePolicy(nn.Module):
                 self._use_ref_head = False
 
     # ----------------------------------------------------------------- log-probs
-    def _forward_tail(self, input_ids: Tensor, attention_mask: Tensor, pixel_values: Tensor | None,
+    def _position_ids(self, attention_mask: Tensor, extra: dict[str, Tensor]) -> Tensor | None:
+        """Position ids as ``generate`` builds them for this family (padding-invariant)."""
+        mode = self.family.positions
+        if mode == "mrope" and "image_grid_thw" in extra:
+            return None  # the model derives 3-D M-RoPE positions from the mask and the grids
+        positions = position_ids_from_mask(attention_mask)
+        return positions + 1 if mode == "mask+1" else positions
+
+    def _forward_tail(self, input_ids: Tensor, attention_mask: Tensor, extra: dict[str, Tensor],
                       keep: int) -> tuple[Tensor, Tensor]:
-        """Logits and final hidden states (the LM head's input) of the last ``keep`` positions."""
+        """Logits and final hidden states (the LM head's input) of the last ``keep`` positions;
+        ``extra``: the other model inputs (pixels, grids, token types), already full length."""
         captured: list[Tensor] = []
         hook = self.hf_model.get_output_embeddings().register_forward_hook(
             lambda _mod, args, _out: captured.append(args[0]))
         kwargs: dict[str, Any] = dict(
             input_ids=input_ids, attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask), logits_to_keep=keep, use_cache=False)
-        if pixel_values is not None:
-            kwargs["pixel_values"] = pixel_values.to(self.device, self.hf_model.dtype)
+            position_ids=self._position_ids(attention_mask, extra), logits_to_keep=keep,
+            use_cache=False, **extra)
         try:
             logits = self.hf_model(**kwargs).logits
         finally:
             hook.remove()
         return logits, captured[-1]
+
+    def model_inputs(self, mm_inputs: MultimodalInputs | None, pixel_values: Tensor | None,
+                     completion_tokens: int = 0) -> dict[str, Tensor]:
+        """Extra model kwargs on the policy's device/dtype: ``mm_inputs`` (any family), or a
+        bare per-image ``pixel_values`` tensor (LLaVA-style families)."""
+        if mm_inputs is not None and pixel_values is not None:
+            raise ValueError("give mm_inputs or pixel_values, not both")
+        dtype = self.hf_model.dtype
+        if mm_inputs is not None:
+            return mm_inputs.model_kwargs(completion_tokens, self.device, dtype)
+        if pixel_values is not None:
+            return {"pixel_values": pixel_values.to(self.device, dtype)}
+        return {}
 
     def _check_pair(self, name: str, ids: Tensor, mask: Tensor, n: int | None) -> None:
         if ids.dim() != 2 or ids.shape != mask.shape:
@@ -272,12 +317,14 @@ class PosePolicy(nn.Module):
 
     def forward_logprobs(self, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
                          completion_mask: Tensor, poses: Tensor | None = None,
-                         pixel_values: Tensor | None = None,
-                         temperature: float = 1.0) -> PolicyLogProbs:
+                         pixel_values: Tensor | None = None, temperature: float = 1.0,
+                         mm_inputs: MultimodalInputs | None = None) -> PolicyLogProbs:
         """Differentiable log-probs of given completions (and poses) for the learner.
 
         prompt_ids/mask (N, P) left-padded, completion_ids/mask (N, T), poses (N, D) or None,
-        pixel_values (M, C, H, W) for the prompts' images in order. Returns token log-probs
+        mm_inputs: the prompts' other model inputs (pixels, grids, token types; see
+        :class:`~posrft.policy.mm_inputs.MultimodalInputs`), or ``pixel_values`` (M, C, H, W) for
+        the prompts' images in order (LLaVA-style families only). Returns token log-probs
         (N, T) at ``temperature``, the pose distribution at each row's first ``<POSE>`` (a
         placeholder at the last attended position where there is none), log N(poses) (N,)
         zeroed where invalid, and the validity flags. A non-finite pose of a valid row raises
@@ -297,9 +344,10 @@ class PosePolicy(nn.Module):
                 raise ValueError(f"completion {bad[0].item()} contains token id {token_id}, which "
                                  f"the policy never generates (image placeholder)")
         t = completion_ids.shape[1]
+        extra = self.model_inputs(mm_inputs, pixel_values, completion_tokens=t)
         logits, hidden = self._forward_tail(torch.cat([prompt_ids, completion_ids], 1),
                                             torch.cat([prompt_mask, completion_mask], 1),
-                                            pixel_values, t + 1)
+                                            extra, t + 1)
         logits = logits[:, :-1].float() / temperature
         if self.suppressed_token_ids:
             banned = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device)
@@ -318,16 +366,30 @@ class PosePolicy(nn.Module):
 
     @staticmethod
     def _pose_logp(dist: PoseDistribution, poses: Tensor, valid: Tensor) -> Tensor:
-        if poses.shape != dist.mean.shape:
-            raise ValueError(f"poses must be (N, D) = {tuple(dist.mean.shape)}, got {tuple(poses.shape)}")
-        bad = (~torch.isfinite(poses).all(1) & valid).nonzero()
+        """log N(poses) ``(N,)`` for poses ``(N, D)``, ``(N, K)`` for ``(N, K, D)``; 0 where
+        the row has no valid ``<POSE>``."""
+        n, d = dist.mean.shape
+        if poses.shape != (n, d) and not (poses.dim() == 3 and poses.shape[0] == n and poses.shape[2] == d):
+            raise ValueError(f"poses must be (N, D) = {(n, d)} or (N, K, D), got {tuple(poses.shape)}")
+        flat = poses.reshape(n, -1)
+        bad = (~torch.isfinite(flat).all(1) & valid).nonzero()
         if len(bad):
             raise ValueError(f"poses[{bad[0].item()}] contains NaN/inf but completion "
                              f"{bad[0].item()} has a valid <POSE>")
-        safe = torch.where(valid[:, None], poses, dist.mean.detach()).to(dist.mean.dtype)
-        return torch.where(valid, dist.log_prob(safe), torch.zeros_like(valid, dtype=dist.mean.dtype))
+        mask = valid.reshape(n, *([1] * (poses.dim() - 1)))
+        mean = dist.mean.detach() if poses.dim() == 2 else dist.mean.detach()[:, None]
+        safe = torch.where(mask, poses, mean).to(dist.mean.dtype)
+        logp = dist.log_prob(safe)
+        return torch.where(valid.reshape(n, *([1] * (logp.dim() - 1))), logp, torch.zeros_like(logp))
 
     # ----------------------------------------------------------------- rollouts
+    def encode(self, prompts: Sequence[Any], images: Sequence[Any] | None = None) -> Any:
+        """Prompts (+ images per prompt) → :class:`~posrft.policy.prompts.EncodedPrompts` as the
+        family formats them."""
+        from posrft.policy.prompts import encode_prompts
+
+        return encode_prompts(self.processing, prompts, images, self.multimodal, self.family)
+
     def rollout(self, prompts: Sequence[Any], images: Sequence[Any] | None = None, **kwargs: Any):
         """Sample completions and poses; see :func:`posrft.policy.rollout.rollout`."""
         from posrft.policy.rollout import rollout

@@ -17,6 +17,11 @@ log σ is squashed smoothly into [log_std_min, log_std_max]:
 A smooth clamp rather than ``clamp``: a hard clamp has zero gradient once z leaves the range, so
 a head pushed to the boundary by one bad batch can never come back; the sigmoid keeps a (small)
 gradient everywhere and is exactly inside the range for any finite z.
+
+For RL the exploration noise can be set apart from what SFT learned (:class:`SigmaSettings`):
+``learned`` (the head's σ(h)), ``fixed`` (one constant σ, no σ gradient) or
+``state_independent`` (one learned σ per dimension, shared by every input); any of them can be
+truly clamped to ``[sigma_min, sigma_max]`` (a hard clamp on log σ, unlike the sigmoid range).
 """
 
 from __future__ import annotations
@@ -85,15 +90,19 @@ class PoseDistribution:
             return self.rsample(generator)
 
     def _check_pose(self, pose: Tensor) -> None:
-        if pose.shape != self.mean.shape:
-            raise ValueError(f"pose must have shape {tuple(self.mean.shape)}, got {tuple(pose.shape)}")
+        n, d = self.mean.shape
+        if pose.shape != (n, d) and not (pose.dim() == 3 and pose.shape[0] == n and pose.shape[2] == d):
+            raise ValueError(f"pose must have shape {(n, d)} or ({n}, K, {d}), got {tuple(pose.shape)}")
 
     def log_prob(self, pose: Tensor, per_dim: bool = False) -> Tensor:
-        """log N(p; μ, σ²) = −(p−μ)²/(2σ²) − log σ − ½ log 2π per dim;
-        (N,) summed or (N, D)."""
+        """log N(p; μ, σ²) = −(p−μ)²/(2σ²) − log σ − ½ log 2π per dim. ``pose`` (N, D) → (N,)
+        summed or (N, D); ``pose`` (N, K, D), K samples per row → (N, K) or (N, K, D)."""
         self._check_pose(pose)
-        z = (pose - self.mean) / self.std
-        terms = -0.5 * z * z - self.log_std - _LOG_SQRT_2PI
+        mean, std, log_std = self.mean, self.std, self.log_std
+        if pose.dim() == 3:
+            mean, std, log_std = mean[:, None], std[:, None], log_std[:, None]
+        z = (pose - mean) / std
+        terms = -0.5 * z * z - log_std - _LOG_SQRT_2PI
         return terms if per_dim else terms.sum(-1)
 
     def entropy(self, per_dim: bool = False) -> Tensor:
@@ -113,6 +122,40 @@ class PoseDistribution:
         mean_term = ((self.mean - other.mean) / other.std) ** 2
         terms = 0.5 * (var_ratio + mean_term - 1.0) - (self.log_std - other.log_std)
         return terms if per_dim else terms.sum(-1)
+
+
+SIGMA_MODES = ("learned", "fixed", "state_independent")
+
+
+@dataclass(frozen=True)
+class SigmaSettings:
+    """How the head's σ is produced (see the module docstring).
+
+    mode: ``"learned"`` | ``"fixed"`` | ``"state_independent"``.
+    value: σ of ``fixed``; the initial σ of ``state_independent`` (required for both).
+    min / max: a hard clamp of σ (``None``: no bound).
+    """
+
+    mode: str = "learned"
+    value: float | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in SIGMA_MODES:
+            raise ValueError(f"pose_sigma must be one of {SIGMA_MODES}, got {self.mode!r}")
+        if self.mode != "learned" and not (self.value is not None and self.value > 0):
+            raise ValueError(f"pose_sigma={self.mode!r} needs pose_sigma_value > 0, got {self.value}")
+        for name in ("min", "max"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ValueError(f"pose_sigma_{name} must be > 0, got {v}")
+        if self.min is not None and self.max is not None and not self.min < self.max:
+            raise ValueError(f"pose_sigma_min ({self.min}) must be < pose_sigma_max ({self.max})")
+
+    @property
+    def is_default(self) -> bool:
+        return self == SigmaSettings()
 
 
 class GaussianPoseHead(nn.Module):
@@ -157,11 +200,37 @@ class GaussianPoseHead(nn.Module):
             frac = (init_log_std - log_std_min) / (log_std_max - log_std_min)
             self.log_std_out.bias.fill_(math.log(frac / (1.0 - frac)))
 
+        self.sigma = SigmaSettings()
+        self.free_log_std: nn.Parameter | None = None
+
+    def set_sigma(self, settings: SigmaSettings) -> None:
+        """Switch how σ is produced; ``state_independent`` adds the parameter ``free_log_std``
+        (D,) initialised to log ``settings.value`` (or keeps the current one)."""
+        self.sigma = settings
+        if settings.mode == "state_independent":
+            if self.free_log_std is None:
+                w = self.mean_out.weight
+                self.free_log_std = nn.Parameter(
+                    torch.full((self.pose_dim,), math.log(settings.value), dtype=w.dtype, device=w.device))
+        else:
+            self.free_log_std = None
+
     def forward(self, hidden: Tensor) -> PoseDistribution:
         """hidden (N, H) → PoseDistribution with mean/log_std (N, 6·num_joints), in head dtype."""
         if hidden.dim() != 2:
             raise ValueError(f"GaussianPoseHead expects hidden states (N, H), got {tuple(hidden.shape)}")
         features = self.trunk(hidden.to(self.mean_out.weight.dtype))
-        span = self.log_std_max - self.log_std_min
-        log_std = self.log_std_min + span * torch.sigmoid(self.log_std_out(features))
-        return PoseDistribution(self.mean_out(features), log_std)
+        mean = self.mean_out(features)
+        mode = self.sigma.mode
+        if mode == "fixed":
+            log_std = torch.full_like(mean, math.log(self.sigma.value))
+        elif mode == "state_independent":
+            log_std = self.free_log_std.expand_as(mean)
+        else:
+            span = self.log_std_max - self.log_std_min
+            log_std = self.log_std_min + span * torch.sigmoid(self.log_std_out(features))
+        if self.sigma.min is not None or self.sigma.max is not None:
+            lo = None if self.sigma.min is None else math.log(self.sigma.min)
+            hi = None if self.sigma.max is None else math.log(self.sigma.max)
+            log_std = log_std.clamp(lo, hi)
+        return PoseDistribution(mean, log_std)

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from posrft.policy.logprobs import mask_after_eos
+from posrft.policy.mm_inputs import MultimodalInputs
 from posrft.policy.pose_head import PoseDistribution
-from posrft.policy.prompts import encode_prompts
 
 if TYPE_CHECKING:
     from posrft.policy.model import PosePolicy
@@ -30,12 +30,14 @@ class RolloutBatch:
     prompt_ids, prompt_mask       (N, P) left-padded prompt (chat template applied)
     completion_ids, completion_mask (N, T) mask 1 up to and including the first EOS, pad after
     token_logps                   (N, T) float32, log softmax(logits / temperature) of each token
-    pixel_values                  (M, C, H, W) images of all samples in order, or None
-    image_counts                  (N,) images per sample (to slice ``pixel_values``)
+    mm_inputs                     every other model input of the prompts (pixels, image grids,
+                                  token types...), laid out per family (``MultimodalInputs``)
+    image_counts                  (N,) images per sample
     pose_valid                    (N,) bool: ``<POSE>`` occurs before EOS
     pose_mean, pose_std, pose_log_std (N, D) head output at ``<POSE>`` (placeholder if invalid)
-    pose                          (N, D) sampled pose (μ when greedy; μ placeholder if invalid)
-    pose_logp                     (N,) log N(pose; μ, σ²) summed over D; 0 where invalid
+    pose                          (N, K, D) K poses sampled from the same N(μ, σ²) (nested pose
+                                  group; μ when greedy; μ placeholders if invalid)
+    pose_logp                     (N, K) log N(pose; μ, σ²) summed over D; 0 where invalid
     completion_texts              decoded completions (special tokens such as ``<POSE>`` kept,
                                   EOS and padding dropped)
     """
@@ -45,7 +47,7 @@ class RolloutBatch:
     completion_ids: Tensor
     completion_mask: Tensor
     token_logps: Tensor
-    pixel_values: Tensor | None
+    mm_inputs: MultimodalInputs
     image_counts: Tensor
     pose_valid: Tensor
     pose_mean: Tensor
@@ -66,16 +68,14 @@ class RolloutBatch:
     def pose_dist(self) -> PoseDistribution:
         return PoseDistribution(self.pose_mean, self.pose_log_std)
 
+    @property
+    def pixel_values(self) -> Tensor | None:
+        return self.mm_inputs.get("pixel_values")
+
     def select(self, indices: Sequence[int] | Tensor) -> "RolloutBatch":
-        """Rows ``indices`` (e.g. a learner micro-batch), images sliced to match."""
+        """Rows ``indices`` (e.g. a learner micro-batch), model inputs sliced to match."""
         idx = torch.as_tensor(indices, dtype=torch.long)
-        pixel_values = None
-        if self.pixel_values is not None:
-            ends = self.image_counts.cumsum(0)
-            starts = ends - self.image_counts
-            parts = [self.pixel_values[starts[i]:ends[i]] for i in idx.tolist()]
-            pixel_values = torch.cat(parts) if parts and sum(p.shape[0] for p in parts) else None
-        updates: dict[str, Any] = {"pixel_values": pixel_values,
+        updates: dict[str, Any] = {"mm_inputs": self.mm_inputs.select(idx),
                                    "completion_texts": [self.completion_texts[i] for i in idx.tolist()]}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -103,8 +103,11 @@ def _decode(policy: "PosePolicy", ids: Tensor, mask: Tensor) -> list[str]:
 @torch.no_grad()
 def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] | None = None, *,
             num_generations: int = 1, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-            max_new_tokens: int = 64, greedy: bool = False, seed: int | None = None) -> RolloutBatch:
-    """Sample ``num_generations`` completions + poses for each prompt in one ``generate`` call.
+            max_new_tokens: int = 64, greedy: bool = False, seed: int | None = None,
+            num_pose_samples: int = 1) -> RolloutBatch:
+    """Sample ``num_generations`` completions + poses for each prompt in one ``generate`` call,
+    and ``num_pose_samples`` poses per completion from its Gaussian (the language model runs once
+    per completion, so extra pose samples cost only the head's sampling).
 
     prompts: strings or chat-message lists; images: one entry per prompt (None / PIL image /
     list). ``greedy`` decodes the text greedily and returns pose = μ (evaluation mode); the
@@ -117,6 +120,8 @@ def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] 
         raise ValueError("rollout needs at least one prompt")
     if num_generations < 1:
         raise ValueError(f"num_generations must be >= 1, got {num_generations}")
+    if num_pose_samples < 1 or (greedy and num_pose_samples != 1):
+        raise ValueError(f"num_pose_samples must be >= 1 (and 1 when greedy), got {num_pose_samples}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if temperature <= 0:
@@ -124,16 +129,17 @@ def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] 
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     g = num_generations
-    rep_prompts = [p for p in prompts for _ in range(g)]
-    rep_images = None if images is None else [im for im in images for _ in range(g)]
     if images is not None and len(images) != len(prompts):
         raise ValueError(f"images has {len(images)} entries but there are {len(prompts)} prompts")
-    enc = encode_prompts(policy.processing, rep_prompts, rep_images, policy.multimodal)
+    # each prompt is encoded once, then its rows (and images) repeated for the G samples
+    enc = policy.encode(list(prompts), None if images is None else list(images))
     device = policy.device
-    prompt_ids, prompt_mask = enc.input_ids.to(device), enc.attention_mask.to(device)
-    inputs: dict[str, Any] = {"input_ids": prompt_ids, "attention_mask": prompt_mask}
-    if enc.pixel_values is not None:
-        inputs["pixel_values"] = enc.pixel_values.to(device, policy.hf_model.dtype)
+    prompt_ids = enc.input_ids.repeat_interleave(g, 0).to(device)
+    prompt_mask = enc.attention_mask.repeat_interleave(g, 0).to(device)
+    mm_inputs = enc.mm_inputs.repeat_interleave(g).to(device)
+    image_counts = enc.image_counts.repeat_interleave(g).to(device)
+    inputs: dict[str, Any] = {"input_ids": prompt_ids, "attention_mask": prompt_mask,
+                              **policy.model_inputs(mm_inputs, None)}
 
     rng_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
@@ -147,21 +153,25 @@ def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] 
         sequences[:, prompt_ids.shape[1]:], torch.tensor(policy.eos_token_ids), policy.pad_token_id)
 
     out = policy.forward_logprobs(prompt_ids, prompt_mask, completion_ids, completion_mask,
-                                  pixel_values=inputs.get("pixel_values"), temperature=temperature)
+                                  mm_inputs=mm_inputs, temperature=temperature)
     dist, valid = out.pose_dist, out.pose_valid
+    k = num_pose_samples
     if greedy:
-        pose = dist.mean
+        pose = dist.mean[:, None]
     else:
         generator = None
         if seed is not None:
             generator = torch.Generator(device=device).manual_seed(seed)
-        pose = dist.sample(generator)
-    pose = torch.where(valid[:, None], pose, dist.mean)
-    pose_logp = torch.where(valid, dist.log_prob(pose), torch.zeros_like(pose[:, 0]))
+        noise = torch.randn((k, *dist.mean.shape), generator=generator, dtype=dist.mean.dtype,
+                            device=device).transpose(0, 1)  # (N, K, D); sample 0 as with K = 1
+        pose = dist.mean[:, None] + dist.std[:, None] * noise
+    pose = torch.where(valid[:, None, None], pose, dist.mean[:, None])
+    pose_logp = torch.stack([dist.log_prob(pose[:, j]) for j in range(pose.shape[1])], 1)
+    pose_logp = torch.where(valid[:, None], pose_logp, torch.zeros_like(pose_logp))
     return RolloutBatch(
         prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
         completion_mask=completion_mask, token_logps=out.token_logps,
-        pixel_values=inputs.get("pixel_values"), image_counts=enc.image_counts.to(device),
+        mm_inputs=mm_inputs, image_counts=image_counts,
         pose_valid=valid, pose_mean=dist.mean, pose_std=dist.std,
         pose_log_std=dist.log_std, pose=pose, pose_logp=pose_logp,
         completion_texts=_decode(policy, completion_ids, completion_mask),

@@ -50,8 +50,8 @@ def sample(model_dir: str | os.PathLike, prompts: list[str], image_paths: list[s
             "prompt_index": int(batch.prompt_index[i]),
             "text": batch.completion_texts[i],
             "pose_valid": valid,
-            "pose": batch.pose[i].tolist() if valid else None,
-            "pose_logp": float(batch.pose_logp[i]) if valid else None,
+            "pose": batch.pose[i, 0].tolist() if valid else None,
+            "pose_logp": float(batch.pose_logp[i, 0]) if valid else None,
             "text_logp": float((batch.token_logps[i] * batch.completion_mask[i]).sum()),
         })
     return records

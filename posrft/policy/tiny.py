@@ -18,9 +18,12 @@ depend only on ``seed`` (drawn under a forked torch RNG, so the caller's RNG is 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -60,12 +63,11 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(vocab_size: int = 4096) -> Qwen2Tokenizer:
-    """Train a byte-level BPE on the built-in corpus and wrap it as a ``Qwen2Tokenizer``.
-
-    The corpus is small, so training stops when no pair occurs twice (≈2.3k tokens for the
-    default corpus) if that comes before ``vocab_size``.
-    """
+@functools.lru_cache(maxsize=4)
+def _trained_bpe(vocab_size: int, special_tokens: tuple[str, ...] = SPECIAL_TOKENS
+                 ) -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
+    """(vocab, merges) of a byte-level BPE trained on the built-in corpus with
+    ``special_tokens`` first (cached per process)."""
     backend = Tokenizer(models.BPE())
     backend.normalizer = normalizers.NFC()
     backend.pre_tokenizer = pre_tokenizers.Sequence([
@@ -74,14 +76,55 @@ def train_tokenizer(vocab_size: int = 4096) -> Qwen2Tokenizer:
     ])
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS),
+        vocab_size=vocab_size, min_frequency=2, special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     backend.train_from_iterator(build_corpus(), trainer)
     model_json = json.loads(backend.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model_json["merges"]]
+    merges = tuple(tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model_json["merges"])
+    return model_json["vocab"], merges
+
+
+def make_tokenizer(vocab_size: int = 4096, *, bos: str | None = None,
+                   extra_special_tokens: Mapping[str, str] | None = None,
+                   more_special_tokens: Sequence[str] = (),
+                   chat_template: str | None = CHAT_TEMPLATE) -> Qwen2Tokenizer:
+    """The tiny BPE as a ``Qwen2Tokenizer`` with the given special tokens and *without*
+    ``<POSE>`` (like a released checkpoint; :func:`posrft.policy.pose_token.add_pose_token`
+    adds it).
+
+    ``extra_special_tokens`` maps attribute names to tokens (``{"boi_token": "<start_of_image>"}``
+    makes ``tokenizer.boi_token`` / ``boi_token_id``, which family processors read); they and
+    ``more_special_tokens`` are added after the trained vocabulary. ``bos``: a BOS token (Gemma
+    and PaliGemma prompts start with one).
+    """
+    vocab, merges = _trained_bpe(vocab_size, (PAD_TOKEN, IM_START, IM_END))
+    kwargs: dict[str, Any] = {}
+    if bos is not None:
+        kwargs["bos_token"] = bos
+    if extra_special_tokens:
+        kwargs["extra_special_tokens"] = dict(extra_special_tokens)
     tokenizer = Qwen2Tokenizer(
-        vocab=model_json["vocab"], merges=merges, unk_token=None, eos_token=IM_END,
+        vocab=dict(vocab), merges=list(merges), unk_token=None, eos_token=IM_END,
+        pad_token=PAD_TOKEN, padding_side="left",  # decoder-only generation pads on the left
+        **kwargs,
+    )
+    extra = [IM_START, *more_special_tokens]
+    tokenizer.add_special_tokens({"additional_special_tokens": extra},
+                                 replace_extra_special_tokens=False)
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def train_tokenizer(vocab_size: int = 4096) -> Qwen2Tokenizer:
+    """Train a byte-level BPE on the built-in corpus and wrap it as a ``Qwen2Tokenizer``.
+
+    The corpus is small, so training stops when no pair occurs twice (≈2.3k tokens for the
+    default corpus) if that comes before ``vocab_size``.
+    """
+    vocab, merges = _trained_bpe(vocab_size)
+    tokenizer = Qwen2Tokenizer(
+        vocab=dict(vocab), merges=list(merges), unk_token=None, eos_token=IM_END,
         pad_token=PAD_TOKEN, extra_special_tokens=[IM_START, IMAGE_TOKEN, POSE_TOKEN],
         padding_side="left",  # decoder-only generation pads on the left; saved in the config
     )

@@ -15,6 +15,7 @@ import roma
 import torch
 
 from posrft.body.formats import SMPL24_PARENTS
+from posrft.files import atomic_save_image
 
 REST_SMPL24 = torch.tensor(
     [
@@ -129,5 +130,5 @@ def write_demo_grid(path: str = "docs/render_grid.png", n: int = 4, seed: int = 
     mpjpe = ((pred - pred[:, :1]) - (gt - gt[:, :1])).norm(dim=-1).mean(-1) * 1000.0
     captions = [f"pose {i}: root-aligned MPJPE {e:.0f} mm" for i, e in enumerate(mpjpe.tolist())]
     grid = render_pose_grid({"prediction": pred, "ground truth": gt}, captions, size=160, cols=2)
-    grid.save(path, optimize=True)
+    atomic_save_image(path, grid, optimize=True)
     return grid

@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from posrft.body.formats import SkeletonFormat, get_format
+from posrft.files import atomic_save_image
 from posrft.render.draction import DrAction
 
 
@@ -89,12 +90,10 @@ def render_clip_to_file(
     with torch.no_grad():
         images = renderer(x[None], person_mask=mask)[0]
     pils = to_pil(images)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".gif":
-        pils[0].save(out, save_all=True, append_images=pils[1:], duration=int(1000 / fps), loop=0)
-    else:
-        frame_grid(pils, cols).save(out)
-    return out
+        return atomic_save_image(out, pils[0], save_all=True, append_images=pils[1:],
+                                 duration=int(1000 / fps), loop=0)
+    return atomic_save_image(out, frame_grid(pils, cols))
 
 
 def render_npy(

@@ -1,8 +1,8 @@
 """Rollout workers (floor 3): Ray actors that sample :class:`~posrft.policy.rollout.RolloutBatch`
-es for the learner, weight sync through the object store, and the experience batch.
+es for the learner, and weight sync through the object store.
 
-Public API: :class:`RolloutPool` (``submit``/``gather``/``generate``, ``sync_weights``),
-:class:`RolloutResult`, :class:`RolloutWorker`, :func:`merged_state_dict`,
+Public API: :class:`RolloutPool` (``submit``/``gather``/``generate``, ``sync_weights``) and its
+in-process twin :class:`LocalRolloutPool`, :class:`RolloutResult`, :class:`RolloutWorker`, :func:`merged_state_dict`,
 :func:`concat_rollouts`, :func:`shard_prompts`, :func:`shard_seed`, :func:`pack_state_dict` /
 :func:`unpack_bucket`. Names are imported lazily, so importing the package does not start Ray.
 """
@@ -14,6 +14,7 @@ from typing import Any
 
 _EXPORTS = {
     "RolloutPool": "pool",
+    "LocalRolloutPool": "local",
     "RolloutResult": "pool",
     "RolloutHandle": "pool",
     "RolloutWorker": "worker",

@@ -5,7 +5,9 @@ Shards differ in prompt length P_k and completion length T_k. With P = max P_k, 
 * prompts are left-padded: ``prompt_ids[:, P - P_k:] = shard``, pad id / mask 0 in front;
 * completions are right-padded: ``completion_ids[:, :T_k] = shard``, pad id / mask 0 / log-prob 0
   after (the policy counts positions over attended tokens, so extra padding changes nothing);
-* per-sample fields (poses, flags, image counts) and ``pixel_values`` are concatenated in order;
+* per-sample fields (poses, flags, image counts) are concatenated in order, and the extra model
+  inputs (pixels, image grids, token types) by :meth:`MultimodalInputs.concat`, which left-pads
+  prompt-aligned ones to ``P`` like the prompts;
 * ``prompt_index`` of shard k is offset by the number of prompts in shards 0..k-1.
 """
 
@@ -17,11 +19,12 @@ from dataclasses import fields
 import torch
 from torch import Tensor
 
+from posrft.policy.mm_inputs import MultimodalInputs
 from posrft.policy.rollout import RolloutBatch
 
 _LEFT = ("prompt_ids", "prompt_mask")
 _RIGHT = ("completion_ids", "completion_mask", "token_logps")
-_SPECIAL = set(_LEFT + _RIGHT) | {"pixel_values", "completion_texts", "prompt_index",
+_SPECIAL = set(_LEFT + _RIGHT) | {"mm_inputs", "completion_texts", "prompt_index",
                                   "num_generations", "temperature", "greedy"}
 
 
@@ -63,13 +66,11 @@ def concat_rollouts(batches: Sequence[RolloutBatch], pad_token_id: int) -> Rollo
     for f in fields(RolloutBatch):
         if f.name not in _SPECIAL:
             out[f.name] = torch.cat([getattr(b, f.name).to(device) for b in batches])
-    images = [b.pixel_values.to(device) for b in batches if b.pixel_values is not None]
     for k, b in enumerate(batches):
-        if (b.pixel_values is None) != (int(b.image_counts.sum()) == 0):
-            state = "None" if b.pixel_values is None else "set"
-            raise ValueError(f"batch {k}: pixel_values is {state} but image_counts sums to "
-                             f"{int(b.image_counts.sum())}")
-    out["pixel_values"] = torch.cat(images) if images else None
+        if b.mm_inputs.num_samples != len(b):
+            raise ValueError(f"batch {k}: mm_inputs holds {b.mm_inputs.num_samples} samples but "
+                             f"the batch has {len(b)}")
+    out["mm_inputs"] = MultimodalInputs.concat([b.mm_inputs.to(device) for b in batches], p_len)
     offsets, indices = 0, []
     for b in batches:
         indices.append(b.prompt_index.to(device) + offsets)

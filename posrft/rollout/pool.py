@@ -90,7 +90,8 @@ class RolloutPool:
 
     def __init__(self, model_path: str | Path, num_workers: int, num_cpus_per_worker: float = 1.0,
                  num_gpus_per_worker: float = 0.0, ray_address: str | None = None, *,
-                 dtype: str | None = None, max_restarts: int = 3, startup_timeout_s: float = 300.0,
+                 dtype: str | None = None, pose_sigma: Mapping[str, Any] | None = None,
+                 max_restarts: int = 3, startup_timeout_s: float = 300.0,
                  connect_timeout_s: float = 3.0,
                  ray_init_kwargs: Mapping[str, Any] | None = None) -> None:
         if num_workers < 1:
@@ -119,7 +120,8 @@ class RolloutPool:
         self._actor_cls = ray.remote(num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker,
                                      max_restarts=0, max_task_retries=0)(RolloutWorker)
         self._worker_kwargs = dict(num_threads=max(1, math.floor(num_cpus_per_worker)),
-                                   device="cuda" if num_gpus_per_worker > 0 else "cpu", dtype=dtype)
+                                   device="cuda" if num_gpus_per_worker > 0 else "cpu", dtype=dtype,
+                                   pose_sigma=pose_sigma)
         try:
             self._workers = [self._spawn(i) for i in range(num_workers)]
             self.worker_info = self._wait_ready(self._workers)

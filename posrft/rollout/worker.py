@@ -22,6 +22,7 @@ from torch import Tensor
 
 from posrft.policy.lora import merge_lora
 from posrft.policy.model import PosePolicy
+from posrft.policy.pose_head import SigmaSettings
 from posrft.policy.rollout import RolloutBatch
 from posrft.rollout.buckets import (
     Manifest,
@@ -32,7 +33,7 @@ from posrft.rollout.buckets import (
 )
 
 #: ``sampling`` keys ``generate`` accepts (the keyword arguments of ``PosePolicy.rollout``).
-SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_new_tokens", "greedy")
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_new_tokens", "greedy", "num_pose_samples")
 
 
 def check_sampling(sampling: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -47,18 +48,22 @@ def check_sampling(sampling: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def batch_to_cpu(batch: RolloutBatch) -> RolloutBatch:
-    return replace(batch, **{f.name: getattr(batch, f.name).cpu() for f in fields(batch)
-                             if isinstance(getattr(batch, f.name), Tensor)})
+    """The batch with every tensor (model inputs included) on the CPU, ready for Ray."""
+    moved = {f.name: getattr(batch, f.name).cpu() for f in fields(batch)
+             if isinstance(getattr(batch, f.name), Tensor)}
+    return replace(batch, mm_inputs=batch.mm_inputs.to("cpu"), **moved)
 
 
 class RolloutWorker:
     """A plain ``PosePolicy`` in eval mode loaded from ``model_path`` (a LoRA checkpoint is
     merged on load, so its keys are those :func:`~posrft.rollout.weights.merged_state_dict`
     sends), sampling with ``num_threads`` intra-op threads (set before loading, so it matches
-    the CPUs Ray reserved; ``None`` leaves the process's setting alone)."""
+    the CPUs Ray reserved; ``None`` leaves the process's setting alone). ``pose_sigma``: the
+    learner's :class:`~posrft.policy.pose_head.SigmaSettings` fields, if it changed them."""
 
     def __init__(self, model_path: str, num_threads: int | None = None, device: str | None = None,
-                 dtype: str | None = None, worker_index: int = 0) -> None:
+                 dtype: str | None = None, worker_index: int = 0,
+                 pose_sigma: Mapping[str, Any] | None = None) -> None:
         if num_threads is not None:  # process-wide, so only when asked (the pool's actors ask)
             if num_threads < 1:
                 raise ValueError(f"num_threads must be >= 1, got {num_threads}")
@@ -76,6 +81,8 @@ class RolloutWorker:
         self.policy = PosePolicy.from_pretrained(model_path, dtype=torch_dtype, device=device)
         if self.policy.is_lora:  # a LoRA checkpoint: sample with W + scale·B·A folded in
             merge_lora(self.policy)
+        if pose_sigma is not None:  # the learner's RL σ settings, so both sample alike
+            self.policy.set_pose_sigma(SigmaSettings(**pose_sigma))
         self.policy.eval().requires_grad_(False)
         self.load_s = time.perf_counter() - start
         self._manifest = manifest_of(self.policy.state_dict())
@@ -141,9 +148,7 @@ class RolloutWorker:
             check_compatible(self._manifest, manifest_of(tensors),
                              f"rollout worker {self.worker_index}, weight bucket {k}")
             with torch.no_grad():
-                result = self.policy.load_state_dict(tensors, strict=False)
-            if result.unexpected_keys:  # unreachable after the check; kept as a guard
-                raise ValueError(f"weight bucket {k}: unexpected keys {result.unexpected_keys[:5]}")
+                self.policy.load_state_dict(tensors, strict=False)
             loaded += sum(t.numel() * t.element_size() for t in tensors.values())
         self._version = int(version)
         return {"load_s": time.perf_counter() - start, "fetch_s": fetch_s, "bytes": float(loaded)}

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from posrft.policy.checkpoint import atomic_directory, load_module, save_module
+from posrft.policy.families import ModelFamily, family_for_model_type
 from posrft.policy.logprobs import selective_log_softmax
-from posrft.policy.lora import DEFAULT_TARGETS, language_model_linear_names
+from posrft.policy.lora import DEFAULT_TARGETS, language_model_linear_names, projector_module_names
 from posrft.policy.model import load_hf
 from posrft.render.draction import DrAction
 
@@ -40,6 +41,8 @@ PARTS = ("renderer", "projector", "lora")
 #: random, and with a frozen random LM head the adapters alone learn the answer vocabulary far
 #: too slowly (measured: answer loss 7.7 -> 5.5 nats/token in 300 steps without it).
 LORA_FULL_MODULES = ("lm_head",)
+#: families whose pixel inputs the renderer output can replace in torch (resize + normalise)
+DIFFERENTIABLE_FAMILIES = ("llava",)
 
 
 @dataclass
@@ -67,6 +70,20 @@ class RendererSettings:
         return cls(**data)
 
 
+def differentiable_family(lm: nn.Module) -> ModelFamily:
+    """The registry family of ``lm`` (a PEFT wrapper is looked through), if the renderer's
+    pixels can feed it in torch; otherwise a ``ValueError`` naming the family."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    family = family_for_model_type(base.config.model_type, True)
+    if family.name not in DIFFERENTIABLE_FAMILIES:
+        raise ValueError(
+            f"SkeletonLLM's differentiable frames-to-pixels path needs a LLaVA-style model "
+            f"(fixed-size images, image_seq_length tokens each); {family.title} is not supported "
+            f"there. Its rendered frames can still be the images of one prompt through "
+            f"PosePolicy.rollout (not differentiable into the renderer)")
+    return family
+
+
 def build_renderer(settings: RendererSettings, vision_size: int, learnable: bool = True) -> DrAction:
     return DrAction(settings.fmt, image_size=settings.image_size or vision_size,
                     num_frames=settings.num_frames, samples_per_bone=settings.samples_per_bone,
@@ -82,6 +99,7 @@ class SkeletonLLM(nn.Module):
         if not hasattr(processor, "image_processor"):
             raise ValueError("SkeletonLLM needs an image-text model with an image processor "
                              "(e.g. posrft model init-tiny), got a text-only one")
+        self.family = differentiable_family(lm)
         self.lm = lm
         self.processor = processor
         self.renderer = renderer
@@ -191,8 +209,10 @@ class SkeletonLLM(nn.Module):
         self.requires_grad_(False)
         if "renderer" in parts and self.renderer_learnable:
             self.renderer.requires_grad_(True)
-        if "projector" in parts:
-            self.hf_model.model.multi_modal_projector.requires_grad_(True)
+        if "projector" in parts:  # the family registry names the projector
+            modules = dict(self.hf_model.named_modules())
+            for name in projector_module_names(self.hf_model, self.family):
+                modules[name].requires_grad_(True)
         if "lora" in parts:
             for name, p in self.lm.named_parameters():
                 if "lora_" in name or "modules_to_save" in name:
@@ -245,6 +265,7 @@ class SkeletonLLM(nn.Module):
                 stored.num_frames = settings.num_frames
             settings = stored
         settings = settings or RendererSettings()
+        differentiable_family(lm)
         vision_size = int(lm.config.vision_config.image_size)
         renderer = build_renderer(settings, vision_size, learnable=True)
         if (path / RENDERER_WEIGHTS).is_file():

@@ -8,8 +8,9 @@ the ``N`` rows of a micro-batch: every question weighs the same whatever its ans
 in training mode (a random frame per segment). Each optimizer step consumes
 ``per_device_train_batch_size × num_processes × gradient_accumulation_steps`` clips drawn by a
 seeded sampler every rank replays (rank ``r`` takes its slice), as in :mod:`posrft.train.sft`.
-The renderer has its own learning rate (``renderer_learning_rate``). Runs under ``accelerate
-launch`` (DeepSpeed ZeRO-2 from the recipe's accelerate config) or in-process.
+The renderer has its own learning rate (``renderer_learning_rate``). The optimisation (accumulation,
+clipping, schedule, checkpoints) is :class:`~posrft.train.loop.Learner`'s. Runs under
+``accelerate launch`` (DeepSpeed ZeRO-2 from the recipe's accelerate config) or in-process.
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ from posrft.skeleton.data import load_action_data
 from posrft.skeleton.inputs import encode_targets
 from posrft.skeleton.model import RendererSettings, SkeletonLLM
 from posrft.skeleton.stages import make_source
-from posrft.train.accelerator import make_accelerator, make_scheduler
-from posrft.train.checkpoint import resume, save_checkpoint
-from posrft.train.common import config_dict, gather_mean
+from posrft.train.accelerator import make_accelerator
+from posrft.train.common import gather_mean
 from posrft.train.data import PromptSampler
-from posrft.train.logging import TrainLogger
+from posrft.train.loop import Learner
 
 log = logging.getLogger("posrft.skeleton")
 
@@ -44,9 +44,9 @@ def renderer_settings(cfg: SkeletonConfig) -> RendererSettings:
                             nfm=cfg.renderer_nfm, seed=cfg.seed)
 
 
-def make_skeleton_optimizer(cfg: SkeletonConfig, model: SkeletonLLM) -> torch.optim.Optimizer:
-    """AdamW with two groups: the renderer at ``renderer_learning_rate``, the rest at
-    ``learning_rate`` (empty groups left out)."""
+def parameter_groups(cfg: SkeletonConfig, model: SkeletonLLM) -> list[dict]:
+    """AdamW groups: the renderer at ``renderer_learning_rate``, the rest at ``learning_rate``
+    (empty groups left out)."""
     groups = []
     if model.renderer_parameters():
         groups.append({"params": model.renderer_parameters(), "lr": cfg.renderer_learning_rate})
@@ -54,8 +54,7 @@ def make_skeleton_optimizer(cfg: SkeletonConfig, model: SkeletonLLM) -> torch.op
         groups.append({"params": model.model_parameters(), "lr": cfg.learning_rate})
     if not groups:
         raise ValueError(f"train_parts={cfg.train_parts!r}: no trainable parameters")
-    return torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                             weight_decay=cfg.weight_decay)
+    return groups
 
 
 def skip_scalar_broadcast(model: torch.nn.Module) -> None:
@@ -94,15 +93,13 @@ def run_skeleton(cfg: SkeletonConfig, data=None) -> Path:
     source = make_source(cfg, model, train, data, acc.is_main_process, acc.wait_for_everyone)
     names = model.set_train_parts(cfg.parts, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     log.info("stage %s: %d trainable tensors (%s)", cfg.stage, len(names), cfg.train_parts)
-    optimizer = make_skeleton_optimizer(cfg, model)
-    scheduler = make_scheduler(cfg, optimizer, cfg.max_steps)
     skip_scalar_broadcast(model)
-    engine, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    learner = Learner(cfg, acc, model, run_name=f"skeleton-{cfg.stage}", total_steps=cfg.max_steps,
+                      param_groups=parameter_groups(cfg, model))  # fmt: skip
+    engine = learner.model
     world, rank = acc.num_processes, acc.process_index
     sampler = PromptSampler(len(source.pool), cfg.seed)
-    logger = TrainLogger(acc, cfg.output_dir, f"skeleton-{cfg.stage}", config_dict(cfg),
-                         total_steps=cfg.max_steps)  # fmt: skip
-    step, _ = resume(acc, cfg.resume_from_checkpoint, cfg.output_dir, sampler)
+    step, _ = learner.resume(sampler)
 
     bs = cfg.per_device_train_batch_size
     engine.train()
@@ -117,31 +114,24 @@ def run_skeleton(cfg: SkeletonConfig, data=None) -> Path:
                                  [q.target for q in questions], model.num_frames,
                                  model.image_seq_length, cfg.max_target_tokens)  # fmt: skip
             joints = torch.from_numpy(train.clips[[q.clip for q in questions]])
-            with acc.accumulate(engine):
+            with learner.accumulate():
                 total, count = engine(joints, enc.input_ids, enc.attention_mask, enc.target_mask)
                 loss = -(total / count.clamp_min(1)).mean()
-                acc.backward(loss)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
+                learner.backward(loss)
             k = cfg.gradient_accumulation_steps
             sums["loss/text"] += loss.item() / k
             sums["answer/tokens"] += count.mean().item() / k
+        opt = learner.optimizer_step()
         step += 1
-        logger.advance(step)
         metrics = gather_mean(acc, sums)
+        metrics.update(opt)
         metrics["time/step"] = time.perf_counter() - t0
-        metrics["lr"] = scheduler.get_last_lr()[-1]
-        if step % cfg.logging_steps == 0 or step == cfg.max_steps:
-            logger.log(step, metrics)
-        if cfg.save_steps and step % cfg.save_steps == 0 and step < cfg.max_steps:
-            save_checkpoint(acc, cfg.output_dir, step, {"sampler": sampler.state_dict()},
-                            cfg.save_total_limit)  # fmt: skip
-    if cfg.save_steps:
-        save_checkpoint(acc, cfg.output_dir, step, {"sampler": sampler.state_dict()}, cfg.save_total_limit)
+        learner.log(step, metrics)
+        learner.checkpoint(step, sampler.state_dict())
+    learner.checkpoint(step, sampler.state_dict(), final=True)
     final = Path(cfg.output_dir) / "final"
-    if acc.is_main_process:
-        trained: SkeletonLLM = acc.unwrap_model(engine)
+
+    def write(trained: SkeletonLLM) -> None:
         trained.save_pretrained(final)
         info = {"stage": cfg.stage, "train_parts": cfg.train_parts, "steps": step,
                 "questions": source.stats}
@@ -157,6 +147,7 @@ def run_skeleton(cfg: SkeletonConfig, data=None) -> Path:
                                               if k.endswith("top1")}))
         atomic_write_json(Path(cfg.output_dir) / "eval.json", info)
         log.info("exported SkeletonLLM to %s", final)
-    acc.wait_for_everyone()
-    logger.finish()
+
+    learner.export(write)
+    learner.finish()
     return final

@@ -65,16 +65,6 @@ def gathered_parameters(accelerator: Accelerator, module: torch.nn.Module) -> It
         yield
 
 
-def make_optimizer(cfg: BaseTrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("no trainable parameters: check use_peft / freeze settings")
-    return torch.optim.AdamW(
-        params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-        weight_decay=cfg.weight_decay,
-    )  # fmt: skip
-
-
 def make_scheduler(cfg: BaseTrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
     from transformers import get_scheduler
 

@@ -78,15 +78,3 @@ def load_checkpoint(accelerator: Accelerator, path: Path) -> dict[str, Any]:
     """Restore model/optimizer/scheduler/RNG (collective) and return the trainer state."""
     accelerator.load_state(str(path))
     return json.loads((path / TRAINER_STATE).read_text())
-
-
-def resume(accelerator: Accelerator, resume_from: str | None, output_dir: str, sampler: Any) -> tuple[int, dict[str, Any]]:
-    """Restore ``resume_from`` (a folder, ``"latest"`` or None) into the prepared objects and the
-    data ``sampler`` (anything with ``load_state_dict``); returns ``(step, trainer_state)`` —
-    ``(0, {})`` when starting fresh. Collective: every rank must call it."""
-    ckpt = resolve_checkpoint(resume_from, output_dir)
-    if ckpt is None:
-        return 0, {}
-    state = load_checkpoint(accelerator, ckpt)
-    sampler.load_state_dict(state["sampler"])
-    return int(state["step"]), state

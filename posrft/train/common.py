@@ -4,59 +4,51 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from accelerate import Accelerator
 
-from posrft.policy.lora import apply_lora, merge_lora
+from posrft.policy.lora import apply_lora, freeze_vision_tower, merge_lora
 from posrft.policy.model import PosePolicy
-from posrft.train.accelerator import gathered_parameters
 from posrft.train.config import BaseTrainConfig
+
+if TYPE_CHECKING:
+    from posrft.train.loop import Learner
 
 log = logging.getLogger("posrft.train")
 
-VISION_MARKERS = ("vision_tower", "visual", "vision_model")
-
 
 def build_policy(cfg: BaseTrainConfig) -> PosePolicy:
-    """Load the policy and set which parameters train (LoRA, frozen vision tower, σ range)."""
+    """Load the policy and set which parameters train (LoRA, frozen vision tower) and how the
+    pose head produces σ during RL."""
     if not cfg.model_name_or_path:
         raise ValueError("model_name_or_path is empty: give a model folder (e.g. from "
                          "`posrft model init-tiny`)")  # fmt: skip
     policy = PosePolicy.from_pretrained(cfg.model_name_or_path)
-    lo, hi = getattr(cfg, "log_std_min", None), getattr(cfg, "log_std_max", None)
-    if lo is not None:
-        policy.pose_head.log_std_min = float(lo)
-        policy.config.log_std_min = float(lo)
-    if hi is not None:
-        policy.pose_head.log_std_max = float(hi)
-        policy.config.log_std_max = float(hi)
-    c = policy.config
-    if not c.log_std_min < c.init_log_std < c.log_std_max:
-        # init_log_std only shapes a fresh head, but the saved config must still load
-        c.init_log_std = (c.log_std_min + c.log_std_max) / 2
+    sigma = cfg.sigma_settings() if hasattr(cfg, "sigma_settings") else None
+    if sigma is not None and not sigma.is_default:
+        policy.set_pose_sigma(sigma)  # before LoRA, so the reference head has the same σ
     if cfg.use_peft:
         apply_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
-    elif cfg.freeze_vision_tower:
-        for name, p in policy.named_parameters():
-            if any(m in name for m in VISION_MARKERS):
-                p.requires_grad_(False)
+    elif cfg.freeze_vision_tower:  # the family registry names the tower
+        freeze_vision_tower(policy)
     return policy
 
 
-def export_policy(accelerator: Accelerator, model: torch.nn.Module, out: Path, merge: bool) -> Path:
-    """Write the trained policy with ``save_pretrained`` (rank 0; collective under ZeRO-3)."""
-    policy: PosePolicy = accelerator.unwrap_model(model)
-    with gathered_parameters(accelerator, policy):
-        if accelerator.is_main_process:
-            if policy.is_lora and merge:
-                import copy
+def export_policy(learner: "Learner", out: Path, merge: bool) -> Path:
+    """Write the trained policy with ``save_pretrained`` (rank 0; collective under ZeRO-3);
+    a LoRA policy is merged into a copy first when ``merge``."""
 
-                policy = merge_lora(copy.deepcopy(policy))
-            policy.save_pretrained(out)
-            log.info("exported the policy to %s", out)
-    accelerator.wait_for_everyone()
+    def write(policy: PosePolicy) -> None:
+        if policy.is_lora and merge:
+            import copy
+
+            policy = merge_lora(copy.deepcopy(policy))
+        policy.save_pretrained(out)
+        log.info("exported the policy to %s", out)
+
+    learner.export(write)
     return out
 
 
@@ -68,9 +60,3 @@ def gather_mean(accelerator: Accelerator, values: dict[str, float]) -> dict[str,
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
     t = accelerator.reduce(t, reduction="mean")
     return {k: float(v) for k, v in zip(keys, t.tolist())}
-
-
-def config_dict(cfg: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(cfg)

@@ -14,6 +14,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
+from posrft.algo.hygrpo_loss import HyGRPOLossSettings
+from posrft.policy.pose_head import SigmaSettings
+
 #: The paper's rewards: format and text similarity feed the text advantage, joints the pose one.
 #: (The semantic reward needs a trained retrieval model; recipes add it with its path.)
 DEFAULT_REWARDS: list[dict[str, Any]] = [
@@ -107,20 +110,28 @@ class SFTConfig(BaseTrainConfig):
     """SFT warm-up: cross-entropy on response tokens + a loss on the pose at ``<POSE>``.
 
     ``pose_loss="nll"`` trains the Gaussian head (mean and σ) by negative log-likelihood;
-    ``"l2"`` trains only the mean with a squared error (the deterministic-head baseline).
+    ``"l2"`` trains only the mean with a squared error (the deterministic-head baseline);
+    ``"l2_nll"`` and ``"beta_nll"`` train both without NLL's 1/σ² down-weighting of the
+    uncertain dimensions (see :func:`posrft.train.sft.pose_loss_per_sample`).
     """
 
     KIND = "sft"
     learning_rate: float = field(default=1e-4, **_help("AdamW learning rate."))
     output_dir: str = field(default="runs/sft", **_help("Where checkpoints, logs and the final model go."))
     num_train_epochs: Optional[float] = field(default=None, **_help("If set, overrides max_steps."))
-    pose_loss: Literal["nll", "l2"] = field(default="nll", **_help("Gaussian NLL or L2 on the mean."))
+    pose_loss: Literal["nll", "l2", "l2_nll", "beta_nll"] = field(default="nll", **_help(
+        "Gaussian NLL (μ and σ); L2 on μ only (deterministic head); l2_nll: L2 on μ plus NLL for "
+        "σ on a detached μ (μ trains exactly as with l2, σ is calibrated); beta_nll: NLL weighted "
+        "per dimension by the detached σ^(2·beta_nll_beta) (Seitzer et al. 2022)."))  # fmt: skip
+    beta_nll_beta: float = field(default=0.5, **_help("β of pose_loss: beta_nll (0: NLL, 1: ~L2 for μ)."))
     pose_loss_weight: float = field(default=1.0, **_help("Weight of the pose loss."))
     text_loss_weight: float = field(default=1.0, **_help("Weight of the response cross-entropy."))
     max_length: int = field(default=256, **_help("Truncate prompt+response to this many tokens."))
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 0 <= self.beta_nll_beta <= 1:
+            raise ValueError(f"beta_nll_beta must be in [0, 1], got {self.beta_nll_beta}")
         if self.pose_loss_weight < 0 or self.text_loss_weight < 0:
             raise ValueError("pose_loss_weight and text_loss_weight must be >= 0")
         if self.pose_loss_weight == 0 and self.text_loss_weight == 0:
@@ -132,6 +143,8 @@ class HyGRPOConfig(BaseTrainConfig):
     """HyGRPO: GRPO over text tokens + a clipped surrogate over the Gaussian pose (DESIGN §1)."""
 
     KIND = "hygrpo"
+    max_steps: int = field(default=100, **_help("Rollout iterations to run (each generates one batch and "
+        "takes steps_per_generation × num_iterations optimizer steps on it, then syncs the workers)."))  # fmt: skip
     output_dir: str = field(default="runs/hygrpo", **_help("Where checkpoints, logs and the final model go."))
     # ---- sampling (TRL names)
     num_generations: int = field(default=8, **_help("G: completions sampled per prompt."))
@@ -145,29 +158,85 @@ class HyGRPOConfig(BaseTrainConfig):
     loss_type: Literal["grpo", "dr_grpo", "dapo"] = field(default="grpo", **_help("Token aggregation."))
     scale_rewards: Literal["group", "batch", "none"] = field(default="group", **_help(
         "Advantage normalisation: by group std, batch std, or centring only."))  # fmt: skip
-    num_iterations: int = field(default=1, **_help("Updates per generated batch (μ); old log-probs are stored."))
+    steps_per_generation: int = field(default=1, **_help("Optimizer steps per generated batch (TRL's "
+        "name): one rollout batch holds per_device_train_batch_size × gradient_accumulation_steps × "
+        "steps_per_generation samples per rank, consumed in that many consecutive optimizer steps, so "
+        "every step after the first sees a moved policy and the clipped surrogates act."))  # fmt: skip
+    num_iterations: int = field(default=1, **_help("Passes over each generated batch (TRL's μ); "
+        "each pass takes steps_per_generation optimizer steps against the stored sampling log-probs."))  # fmt: skip
     # ---- pose
     pose_epsilon: float = field(default=0.2, **_help("Clip range of the pose ratio."))
     pose_ratio: Literal["per_dim", "joint"] = field(default="per_dim", **_help(
         "Ratio per pose dimension (clipped like tokens) or one joint ratio."))  # fmt: skip
     pose_beta: Optional[float] = field(default=None, **_help("KL coefficient on the pose (closed form; default beta)."))
     pose_coef: float = field(default=1.0, **_help("Weight of the pose term."))
+    pose_kl: Literal["gaussian", "mean_l2"] = field(default="gaussian", **_help(
+        "Pose KL form: closed-form Gaussian KL (its mean term grows as 1/σ_ref²), or "
+        "(μ-μ_ref)²/(2·pose_kl_scale²), which does not depend on σ."))  # fmt: skip
+    pose_kl_scale: float = field(default=0.1, **_help("Scale s of pose_kl: mean_l2 (pose units)."))
     discrete_only: bool = field(default=False, **_help("Turn the pose term off (text-only GRPO ablation): rewards score the head's mean μ and only text tokens are updated."))
-    log_std_min: Optional[float] = field(default=None, **_help("Override the head's lower log-σ clamp."))
-    log_std_max: Optional[float] = field(default=None, **_help("Override the head's upper log-σ clamp."))
+    # ---- pose exploration and credit
+    num_pose_samples: int = field(default=1, **_help("K: poses sampled from each text rollout's "
+        "Gaussian (a nested pose group; 1 is the paper). The language model runs once per text "
+        "rollout, so K multiplies pose samples at almost no cost; text rewards use the mean over "
+        "the K siblings."))  # fmt: skip
+    pose_advantage_group: Literal["prompt", "siblings"] = field(default="prompt", **_help(
+        "Pose advantages normalised over all V×K pose samples of a prompt, or over the K "
+        "siblings of one text rollout (needs num_pose_samples >= 2)."))  # fmt: skip
+    per_joint_credit: bool = field(default=False, **_help("Credit each joint rotation with the "
+        "pose-reward terms of the joints it moves (its kinematic subtree) instead of the whole "
+        "reward: unbiased, less variance. Needs a per-joint pose reward (joint kinds mean_exp / "
+        "neg_mean with per_joint: true) and pose_ratio per_dim."))  # fmt: skip
+    pose_sigma: Literal["learned", "fixed", "state_independent"] = field(default="learned", **_help(
+        "Exploration σ during RL: the head's learned σ(h), one fixed σ (no σ gradient), or one "
+        "learned σ per dimension shared by all inputs."))  # fmt: skip
+    pose_sigma_value: Optional[float] = field(default=None, **_help("σ of pose_sigma: fixed; "
+        "initial σ of state_independent."))  # fmt: skip
+    pose_sigma_min: Optional[float] = field(default=None, **_help("Hard lower clamp of σ during RL."))
+    pose_sigma_max: Optional[float] = field(default=None, **_help("Hard upper clamp of σ during RL."))
+    normalize_rewards: bool = field(default=False, **_help("Normalise each reward within its "
+        "group (z-score) before the weighted sum, so weights, not reward scales, decide how "
+        "much each counts (each reward's within-group std is logged either way)."))  # fmt: skip
+    pose_grad_check_samples: int = field(default=0, **_help("Diagnostic: every logging step draw "
+        "this many extra poses per text rollout and log grad/pose_cosine, the cosine between the "
+        "pose-gradient estimate the loss uses and a large-sample one (0: off)."))  # fmt: skip
     # ---- rollout workers
     num_rollout_workers: int = field(default=2, **_help("Ray actors that sample rollouts (0: sample "
         "in-process on rank 0 with the learner's weights, no Ray)."))  # fmt: skip
     ray_address: Optional[str] = field(default=None, **_help("Join this Ray cluster; default: start a local one."))
     worker_num_cpus: float = field(default=1.0, **_help("CPUs per rollout worker."))
     worker_num_gpus: float = field(default=0.0, **_help("GPUs per rollout worker."))
-    max_staleness: int = field(default=0, **_help("Accept samples at most this many versions old (0: on-policy)."))
+    max_staleness: int = field(default=0, **_help("Bounded staleness N: rollouts for a step are generated "
+        "with weights at most N versions old (a version per step), so sampling can run ahead of the "
+        "learner by N steps. 0: strictly on-policy."))  # fmt: skip
     weight_sync_bucket_mb: float = field(default=64.0, **_help("Bucket size for weight sync to workers."))
     # ---- rewards
     # Typed str for the command line (a JSON list); a YAML recipe gives the list itself.
     rewards: str = field(default=json.dumps(DEFAULT_REWARDS), **_help(
         "List of {func, weight, target, name, on_error, kwargs}; JSON on the command line."))
     log_completions: bool = field(default=True, **_help("Write a completions table (jsonl) every logging step."))
+
+    @property
+    def samples_per_rank(self) -> int:
+        """Samples of one rollout batch that each learner rank trains on."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.steps_per_generation
+
+    @property
+    def optimizer_steps_per_step(self) -> int:
+        return self.steps_per_generation * self.num_iterations
+
+    def loss_settings(self) -> HyGRPOLossSettings:
+        return HyGRPOLossSettings(
+            epsilon=self.epsilon, epsilon_high=self.epsilon_high, pose_epsilon=self.pose_epsilon,
+            pose_ratio=self.pose_ratio, loss_type=self.loss_type, beta=self.beta,
+            pose_beta=self.pose_beta, pose_coef=self.pose_coef, discrete_only=self.discrete_only,
+            max_completion_length=self.max_completion_length, pose_kl=self.pose_kl,
+            pose_kl_scale=self.pose_kl_scale,
+        )  # fmt: skip
+
+    def sigma_settings(self) -> SigmaSettings:
+        return SigmaSettings(self.pose_sigma, self.pose_sigma_value, self.pose_sigma_min,
+                             self.pose_sigma_max)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -180,37 +249,42 @@ class HyGRPOConfig(BaseTrainConfig):
             raise ValueError(f"rewards must be a non-empty list of reward entries, got {self.rewards!r}")
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 for group-relative advantages, got {self.num_generations}")
-        if (self.per_device_train_batch_size * self.gradient_accumulation_steps) % self.num_generations:
+        if self.steps_per_generation < 1:
+            raise ValueError(f"steps_per_generation must be >= 1, got {self.steps_per_generation}")
+        if self.samples_per_rank % self.num_generations:
             raise ValueError(
-                "per_device_train_batch_size × gradient_accumulation_steps "
-                f"({self.per_device_train_batch_size} × {self.gradient_accumulation_steps}) must be a "
-                f"multiple of num_generations ({self.num_generations}) so that every group is whole"
+                "per_device_train_batch_size × gradient_accumulation_steps × steps_per_generation "
+                f"({self.per_device_train_batch_size} × {self.gradient_accumulation_steps} × "
+                f"{self.steps_per_generation}) must be a multiple of num_generations "
+                f"({self.num_generations}) so that every group is whole"
             )
-        if not 0 < self.epsilon < 1:
-            raise ValueError(f"epsilon must be in (0, 1), got {self.epsilon}")
-        if self.epsilon_high is not None and self.epsilon_high <= 0:
-            raise ValueError(f"epsilon_high must be > 0, got {self.epsilon_high}")
-        if not 0 < self.pose_epsilon < 1:
-            raise ValueError(f"pose_epsilon must be in (0, 1), got {self.pose_epsilon}")
+        self.loss_settings()  # the loss validates its own coefficients (epsilons, betas, ...)
+        self.sigma_settings()  # and the head its σ settings
+        if self.num_pose_samples < 1:
+            raise ValueError(f"num_pose_samples must be >= 1, got {self.num_pose_samples}")
+        if self.pose_advantage_group == "siblings" and self.num_pose_samples < 2:
+            raise ValueError("pose_advantage_group='siblings' needs num_pose_samples >= 2 (a "
+                             "group of one sample has no baseline)")
+        if self.per_joint_credit and self.pose_ratio != "per_dim":
+            raise ValueError("per_joint_credit needs pose_ratio='per_dim' (a joint ratio has one "
+                             "advantage per pose)")
+        if self.discrete_only and (self.num_pose_samples != 1 or self.per_joint_credit):
+            raise ValueError("discrete_only scores μ: num_pose_samples must be 1 and "
+                             "per_joint_credit off")
+        if self.pose_grad_check_samples < 0 or self.pose_grad_check_samples == 1:
+            raise ValueError(f"pose_grad_check_samples must be 0 or >= 2, got {self.pose_grad_check_samples}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.beta < 0 or (self.pose_beta is not None and self.pose_beta < 0):
-            raise ValueError("beta and pose_beta must be >= 0")
         if self.num_iterations < 1:
             raise ValueError(f"num_iterations must be >= 1, got {self.num_iterations}")
         if self.max_completion_length < 1:
             raise ValueError(f"max_completion_length must be >= 1, got {self.max_completion_length}")
         if self.num_rollout_workers < 0:
             raise ValueError(f"num_rollout_workers must be >= 0, got {self.num_rollout_workers}")
-        if self.num_rollout_workers == 0 and self.max_staleness > 0:
-            raise ValueError("max_staleness > 0 needs rollout workers (num_rollout_workers >= 1)")
         if self.max_staleness < 0:
             raise ValueError(f"max_staleness must be >= 0, got {self.max_staleness}")
-        if (self.log_std_min is not None and self.log_std_max is not None
-                and self.log_std_min >= self.log_std_max):  # fmt: skip
-            raise ValueError(f"log_std_min ({self.log_std_min}) must be < log_std_max ({self.log_std_max})")
         if self.discrete_only and all(_target_of(r) == "pose" for r in self.rewards):
             raise ValueError("discrete_only=True but every reward targets the pose: nothing to learn")
 

@@ -1,8 +1,9 @@
-"""Training data plumbing: draw prompts, encode SFT targets, hand dataset columns to rewards.
+"""Training data plumbing: draw prompts, encode SFT targets.
 
 Datasets are the ``DatasetDict`` folders ``posrft data synth`` writes (or any dataset with the
 same columns): ``prompt`` (TRL conversational messages), ``completion`` (the target assistant
-message), optional ``images`` (list of PIL images), ``gt_pose_6d`` and the columns rewards read.
+message), optional ``images`` (list of PIL images), ``gt_pose_6d`` and the columns rewards read
+(handed to them by :func:`rewards.api.reward_columns`).
 """
 
 from __future__ import annotations
@@ -46,20 +47,6 @@ class PromptSampler:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
-
-
-def reward_columns(rows: list[dict[str, Any]], repeat: int) -> dict[str, list[Any]]:
-    """Dataset columns for reward functions, each value repeated for the ``repeat`` samples of
-    its prompt; ``completion`` becomes ``reference_completion`` (its text), images are left out."""
-    cols: dict[str, list[Any]] = {}
-    for key in rows[0]:
-        if key in ("prompt", "images"):
-            continue
-        values = [r[key] for r in rows]
-        if key == "completion":
-            key, values = "reference_completion", [completion_text(v) for v in values]
-        cols[key] = [v for v in values for _ in range(repeat)]
-    return cols
 
 
 def encode_completions(policy: Any, prompts: Sequence[Any], completions: Sequence[Any]) -> tuple[Tensor, Tensor]:

@@ -1,26 +1,30 @@
-"""The HyGRPO learner: Ray rollouts on rank 0, experience scattered to every rank, DeepSpeed update.
+"""The HyGRPO learner: rollouts on rank 0's pool, experience scattered to every rank, updates.
 
-One iteration (``max_steps`` of them):
+One step (``max_steps`` of them; the weights version is the number of finished steps):
 
-1. rank 0 draws ``prompts_per_step = per_device_train_batch_size × gradient_accumulation_steps
-   × num_processes / G`` prompts and gets ``G`` samples each from the rollout workers
-   (:class:`posrft.rollout.RolloutPool`; ``num_rollout_workers: 0`` samples in-process);
-2. rank 0 scores them and builds the experience (:mod:`posrft.train.rollout_phase`), then
+1. rank 0 takes the rollout batch for this step from the :class:`GenerationQueue`: ``prompts =
+   samples_per_rank × num_processes / G`` prompts with ``G`` samples each, drawn from a
+   :class:`~posrft.rollout.RolloutPool` of Ray workers or, with ``num_rollout_workers: 0``, a
+   :class:`~posrft.rollout.LocalRolloutPool` in this process;
+2. rank 0 scores them and builds the experience (:mod:`posrft.train.experience`), then
    scatters one contiguous shard to each rank;
 3. each rank computes reference log-probs (frozen copy, or the adapter disabled under LoRA) and
-   runs ``num_iterations`` passes of ``gradient_accumulation_steps`` micro-batches through the
-   HyGRPO loss — one optimizer step per pass;
-4. rank 0 pushes the new weights to the workers (LoRA merged) stamped with the new version.
+   takes ``steps_per_generation × num_iterations`` optimizer steps on its shard through the
+   HyGRPO loss (:class:`~posrft.train.loop.Learner` does the optimisation);
+4. rank 0 pushes the new weights to the pool (LoRA merged), stamped with the new version.
 
-With ``max_staleness >= 1`` rank 0 submits the next generation before updating, so sampling
-overlaps training and samples are one version old (the stored behaviour log-probs keep the
-importance ratios correct).
+Bounded staleness (``max_staleness: N``): the queue submits the batches of steps ``s+1 … s+N``
+while step ``s`` trains, with the weights of version ``s``, so a sample is at most ``N`` versions
+old when it is trained on (``N = 0``: strictly on-policy). The stored sampling log-probs keep the
+importance ratios correct. On resume, batches that were in flight are sampled again with the
+resumed weights (same prompts and seeds), so resume is exact only for ``N = 0``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -30,83 +34,78 @@ import torch
 import torch.distributed as dist
 from accelerate.utils import set_seed
 
-from posrft.algo import HyGRPOLossSettings, hygrpo_loss
 from posrft.body.pose import pose_to_joints
-from posrft.policy.pose_head import PoseDistribution
-from posrft.rollout.experience import Experience
-from posrft.train.accelerator import gathered_parameters, make_accelerator, make_optimizer, make_scheduler, zero_stage
-from posrft.train.checkpoint import resume, save_checkpoint
-from posrft.train.common import build_policy, config_dict, export_policy, gather_mean
-from posrft.train.config import HyGRPOConfig
 from posrft.data.splits import load_split
+from posrft.train.accelerator import gathered_parameters, make_accelerator, zero_stage
+from posrft.train.common import build_policy, export_policy, gather_mean
+from posrft.train.config import HyGRPOConfig
 from posrft.train.data import PromptSampler
-from posrft.train.logging import TrainLogger
-from posrft.train.rollout_phase import sampling_params, score_rollouts
+from posrft.train.experience import Experience, build_experience, sampling_params
+from posrft.train.loop import Learner
+from posrft.algo import hygrpo_loss
 from rewards import RewardRunner
 
 log = logging.getLogger("posrft.train")
 
 
-def loss_settings(cfg: HyGRPOConfig) -> HyGRPOLossSettings:
-    return HyGRPOLossSettings(
-        epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, pose_epsilon=cfg.pose_epsilon,
-        pose_ratio=cfg.pose_ratio, loss_type=cfg.loss_type, beta=cfg.beta, pose_beta=cfg.pose_beta,
-        pose_coef=cfg.pose_coef, discrete_only=cfg.discrete_only,
-        max_completion_length=cfg.max_completion_length,
-    )  # fmt: skip
+def make_rollout_pool(cfg: HyGRPOConfig) -> Any:
+    """The Ray pool (``num_rollout_workers >= 1``) or the in-process one, sampling with the
+    learner's RL σ settings so both sides use the same head."""
+    sigma = cfg.sigma_settings()
+    pose_sigma = None if sigma.is_default else dataclasses.asdict(sigma)
+    if cfg.num_rollout_workers == 0:
+        from posrft.rollout import LocalRolloutPool
+
+        return LocalRolloutPool(cfg.model_name_or_path, pose_sigma=pose_sigma)
+    from posrft.rollout import RolloutPool
+
+    return RolloutPool(cfg.model_name_or_path, cfg.num_rollout_workers,
+                       num_cpus_per_worker=cfg.worker_num_cpus,
+                       num_gpus_per_worker=cfg.worker_num_gpus, ray_address=cfg.ray_address,
+                       pose_sigma=pose_sigma)  # fmt: skip
 
 
-class Sampler:
-    """Rank 0's source of rollouts: a Ray pool, or the learner's own policy in-process."""
+class GenerationQueue:
+    """Rollout batches submitted ahead of the learner by at most ``max_staleness`` steps.
 
-    def __init__(self, cfg: HyGRPOConfig, policy_for_inprocess: Any):
-        self.cfg = cfg
-        self.pool = None
-        self.policy = policy_for_inprocess
-        self.pending: tuple[Any, list[int]] | None = None
-        if cfg.num_rollout_workers > 0:
-            from posrft.rollout import RolloutPool
+    Step ``k``'s prompts are drawn from ``sampler`` when its batch is submitted and its seed is
+    derived from ``(seed, k)``, so the data and the randomness of a step do not depend on when
+    it was sampled.
+    """
 
-            self.pool = RolloutPool(
-                cfg.model_name_or_path, cfg.num_rollout_workers,
-                num_cpus_per_worker=cfg.worker_num_cpus, num_gpus_per_worker=cfg.worker_num_gpus,
-                ray_address=cfg.ray_address,
-            )  # fmt: skip
+    def __init__(self, pool: Any, cfg: HyGRPOConfig, data: Any, sampler: PromptSampler,
+                 prompts_per_step: int) -> None:
+        self.pool, self.cfg, self.data, self.sampler = pool, cfg, data, sampler
+        self.prompts_per_step = prompts_per_step
+        self.pending: dict[int, tuple[list[dict[str, Any]], Any]] = {}
+        self.sampler_before: dict[int, dict[str, int]] = {}
 
-    def submit(self, rows: list[dict[str, Any]], seed: int, version: int) -> Any:
-        prompts = [r["prompt"] for r in rows]
+    def _submit(self, k: int) -> None:
+        self.sampler_before[k] = self.sampler.state_dict()
+        rows = [self.data[i] for i in self.sampler.next(self.prompts_per_step)]
         images = [r["images"] for r in rows] if "images" in rows[0] else None
-        params = sampling_params(self.cfg)
-        if self.pool is not None:
-            return self.pool.submit(prompts, images, num_generations=self.cfg.num_generations,
-                                    sampling=params, seed=seed)
-        t0 = time.perf_counter()
-        batch = self.policy.rollout(prompts, images, num_generations=self.cfg.num_generations,
-                                    seed=seed, **params)  # fmt: skip
-        version_t = torch.full((len(batch),), version, dtype=torch.long)
-        return ("local", batch, version_t, time.perf_counter() - t0)
+        handle = self.pool.submit([r["prompt"] for r in rows], images,
+                                  num_generations=self.cfg.num_generations,
+                                  sampling=sampling_params(self.cfg),
+                                  seed=self.cfg.seed * 1_000_003 + k)  # fmt: skip
+        self.pending[k] = (rows, handle)
 
-    def gather(self, handle: Any) -> tuple[Any, torch.Tensor, dict[str, float]]:
-        if self.pool is not None:
-            result = self.pool.gather(handle)
-            metrics = {f"rollout/{k}": v for k, v in result.metrics.items()}
-            metrics["time/rollout"] = result.metrics.get("rollout_s", float("nan"))
-            return result.batch, result.model_version, metrics
-        _, batch, version_t, seconds = handle
-        return batch, version_t, {"time/rollout": seconds, "rollout/samples_per_s": len(batch) / seconds}
+    def take(self, step: int) -> tuple[list[dict[str, Any]], Any]:
+        """Rows and :class:`~posrft.rollout.RolloutResult` of ``step``; before waiting for it,
+        submits the batches of steps up to ``step + max_staleness`` with the current weights."""
+        if step not in self.pending:
+            self._submit(step)
+        for k in range(step + 1, min(step + self.cfg.max_staleness, self.cfg.max_steps - 1) + 1):
+            if k not in self.pending:
+                self._submit(k)
+        rows, handle = self.pending.pop(step)
+        self.sampler_before.pop(step, None)
+        return rows, self.pool.gather(handle)
 
-    def sync(self, model: torch.nn.Module, version: int) -> dict[str, float]:
-        if self.pool is None:
-            return {}
-        from posrft.rollout import merged_state_dict
-
-        state = merged_state_dict(model)
-        out = self.pool.sync_weights(state, version, bucket_mb=self.cfg.weight_sync_bucket_mb)
-        return {f"sync/{k}": v for k, v in out.items() if k in ("bytes", "seconds", "gb_per_s")}
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
+    def sampler_state(self, next_step: int) -> dict[str, int]:
+        """The sampler position from which ``next_step``'s prompts are (or will be) drawn: what a
+        checkpoint stores, so a resumed run draws the same prompts for the same steps."""
+        return self.sampler_before.get(next_step, self.sampler.state_dict())
 
 
 def _scatter(acc: Any, shards: list[Experience] | None) -> Experience:
@@ -118,21 +117,20 @@ def _scatter(acc: Any, shards: list[Experience] | None) -> Experience:
 
 
 @torch.no_grad()
-def _reference(acc: Any, model: Any, ref: Any, exp: Experience, cfg: HyGRPOConfig) -> Experience:
+def _reference(learner: Learner, ref: Any, exp: Experience, cfg: HyGRPOConfig) -> Experience:
     """Fill ``ref_token_logps`` and the reference pose distribution (no-op when β = β_p = 0)."""
-    settings = loss_settings(cfg)
+    settings = cfg.loss_settings()
     if settings.beta == 0 and settings.beta_pose == 0:
         return exp
-    policy = acc.unwrap_model(model)
+    policy = learner.unwrapped
     ctx = policy.disable_adapter() if ref is None else contextlib.nullcontext(ref)
     tok, mean, log_std = [], [], []
+    width = exp.completion_ids.shape[1]
     with ctx as ref_policy:
-        for lo in range(0, len(exp), cfg.per_device_train_batch_size):
-            mb = exp.select(range(lo, min(lo + cfg.per_device_train_batch_size, len(exp))))
+        for mb in exp.chunks(cfg.per_device_train_batch_size):
             out = ref_policy.forward_logprobs(mb.prompt_ids, mb.prompt_mask, mb.completion_ids,
-                                              mb.completion_mask, pixel_values=mb.pixel_values,
+                                              mb.completion_mask, mm_inputs=mb.mm_inputs,
                                               temperature=cfg.temperature)  # fmt: skip
-            width = exp.completion_ids.shape[1]
             tok.append(torch.nn.functional.pad(out.token_logps.cpu(), (0, width - out.token_logps.shape[1])))
             mean.append(out.pose_dist.mean.cpu())
             log_std.append(out.pose_dist.log_std.cpu())
@@ -140,40 +138,39 @@ def _reference(acc: Any, model: Any, ref: Any, exp: Experience, cfg: HyGRPOConfi
     return exp
 
 
-def _update(acc: Any, model: Any, optimizer: Any, scheduler: Any, exp: Experience, cfg: HyGRPOConfig) -> dict[str, float]:
-    """``num_iterations`` optimizer steps over the local shard; returns averaged loss metrics."""
-    settings = loss_settings(cfg)
+def _update(learner: Learner, exp: Experience, cfg: HyGRPOConfig) -> dict[str, float]:
+    """``num_iterations`` passes of ``steps_per_generation`` optimizer steps over the local shard
+    (each of ``gradient_accumulation_steps`` micro-batches); returns averaged metrics."""
+    settings = cfg.loss_settings()
     bs = cfg.per_device_train_batch_size
+    model = learner.model
     sums: dict[str, float] = {}
-    count = 0
+    count = steps = 0
     for _ in range(cfg.num_iterations):
-        for lo in range(0, len(exp), bs):
-            mb = exp.select(range(lo, min(lo + bs, len(exp)))).to(acc.device)
-            with acc.accumulate(model):
-                out = model(mb.prompt_ids, mb.prompt_mask, mb.completion_ids, mb.completion_mask,
-                            poses=mb.pose, pixel_values=mb.pixel_values, temperature=cfg.temperature)  # fmt: skip
-                new = out.pose_dist
-                old = PoseDistribution(mb.old_pose_mean, mb.old_pose_log_std)
-                kl_dims = None
-                if settings.beta_pose != 0 and mb.ref_pose_mean is not None:
-                    kl_dims = new.kl(PoseDistribution(mb.ref_pose_mean, mb.ref_pose_log_std), per_dim=True)
-                res = hygrpo_loss(
-                    token_logps=out.token_logps, old_token_logps=mb.old_token_logps,
-                    completion_mask=mb.completion_mask, text_advantages=mb.text_advantages,
-                    pose_logp_dims=new.log_prob(mb.pose, per_dim=True),
-                    old_pose_logp_dims=old.log_prob(mb.pose, per_dim=True),
-                    pose_valid=mb.pose_valid, pose_advantages=mb.pose_advantages,
-                    settings=settings, ref_token_logps=mb.ref_token_logps, pose_kl_dims=kl_dims,
-                )  # fmt: skip
-                acc.backward(res.loss)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            res.metrics["pose/entropy"] = new.entropy().mean().item()
-            for k, v in res.metrics.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-    return {k: v / max(count, 1) for k, v in sums.items()}
+        for minibatch in exp.chunks(bs * cfg.gradient_accumulation_steps):
+            for mb in minibatch.chunks(bs):
+                mb = mb.to(learner.acc.device)
+                with learner.accumulate():
+                    out = model(mb.prompt_ids, mb.prompt_mask, mb.completion_ids, mb.completion_mask,
+                                mm_inputs=mb.mm_inputs, temperature=cfg.temperature)  # fmt: skip
+                    res = hygrpo_loss(
+                        token_logps=out.token_logps, old_token_logps=mb.old_token_logps,
+                        ref_token_logps=mb.ref_token_logps, completion_mask=mb.completion_mask,
+                        text_advantages=mb.text_advantages, pose_dist=out.pose_dist,
+                        old_pose_dist=mb.old_pose_dist, ref_pose_dist=mb.ref_pose_dist,
+                        pose=mb.pose, pose_valid=mb.pose_valid, pose_advantages=mb.pose_advantages,
+                        settings=settings,
+                    )  # fmt: skip
+                    learner.backward(res.loss)
+                for k, v in res.metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+            opt = learner.optimizer_step()
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + opt["grad_norm"] * cfg.gradient_accumulation_steps
+            steps += 1
+    metrics = {k: v / max(count, 1) for k, v in sums.items()}
+    metrics["optimizer_steps"] = float(steps)
+    return metrics
 
 
 def run_hygrpo(cfg: HyGRPOConfig) -> Path:
@@ -183,86 +180,88 @@ def run_hygrpo(cfg: HyGRPOConfig) -> Path:
     policy = build_policy(cfg)
     data = load_split(cfg.dataset_path, cfg.dataset_train_split, ["prompt"])
     world = acc.num_processes
-    per_rank = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
-    prompts_per_step = per_rank * world // cfg.num_generations
-    needs_ref = cfg.beta != 0 or (cfg.pose_beta if cfg.pose_beta is not None else cfg.beta) != 0
+    prompts_per_step = cfg.samples_per_rank * world // cfg.num_generations
+    settings = cfg.loss_settings()
     ref = None
-    if needs_ref and not cfg.use_peft:
+    if (settings.beta != 0 or settings.beta_pose != 0) and not cfg.use_peft:
         if zero_stage(acc) == 3:
             raise ValueError("a frozen reference copy is not sharded under ZeRO-3: set use_peft "
                              "(reference = adapter disabled) or beta = pose_beta = 0")  # fmt: skip
         ref = copy.deepcopy(policy).requires_grad_(False).eval()
-    optimizer = make_optimizer(cfg, policy)
-    scheduler = make_scheduler(cfg, optimizer, cfg.max_steps * cfg.num_iterations)
-    model, optimizer, scheduler = acc.prepare(policy, optimizer, scheduler)
-    logger = TrainLogger(acc, cfg.output_dir, "hygrpo", config_dict(cfg), total_steps=cfg.max_steps)
+    learner = Learner(cfg, acc, policy, run_name="hygrpo", total_steps=cfg.max_steps,
+                      optimizer_steps_per_step=cfg.optimizer_steps_per_step)  # fmt: skip
     sampler = PromptSampler(len(data), cfg.seed)
-    step, _ = resume(acc, cfg.resume_from_checkpoint, cfg.output_dir, sampler)
+    step, _ = learner.resume(sampler)
 
     main = acc.is_main_process
     rewards = RewardRunner(cfg.rewards) if main else None
-    rollouts = Sampler(cfg, acc.unwrap_model(model)) if main else None
+    pool = make_rollout_pool(cfg) if main else None
+    queue = GenerationQueue(pool, cfg, data, sampler, prompts_per_step) if main else None
     joints_of = pose_to_joints(cfg.body_model_dir) if main and cfg.pose_grid_steps else None
     try:
-        if main and step > 0:  # resumed: workers start from the base weights
-            rollouts.sync(acc.unwrap_model(model), step)
-        pending = None
+        if step > 0:  # resumed: the pool starts from the model folder's weights
+            _sync(learner, pool, step, cfg)
         while step < cfg.max_steps:
             t_step = time.perf_counter()
             shards, scored, rows = None, None, None
             if main:
-                if pending is None:
-                    rows = [data[i] for i in sampler.next(prompts_per_step)]
-                    pending = (rows, rollouts.submit(rows, cfg.seed * 1_000_003 + step, step))
-                rows, handle = pending
-                batch, version, rollout_metrics = rollouts.gather(handle)
-                pending = None
-                if cfg.max_staleness >= 1 and step + 1 < cfg.max_steps:
-                    nxt = [data[i] for i in sampler.next(prompts_per_step)]
-                    pending = (nxt, rollouts.submit(nxt, cfg.seed * 1_000_003 + step + 1, step))
-                scored = score_rollouts(cfg, rows, batch, version, rewards, rollout_metrics)
+                rows, result = queue.take(step)
+                logs_now = (step + 1) % cfg.logging_steps == 0 or step + 1 == cfg.max_steps
+                scored = build_experience(cfg, rows, result.batch, result.model_version, rewards,
+                                          check_gradient=logs_now)  # fmt: skip
+                scored.metrics.update({f"rollout/{k}": v for k, v in result.metrics.items()})
+                scored.metrics["time/rollout"] = result.metrics["rollout_s"]
+                age = (step - result.model_version).float()
+                scored.metrics.update({"staleness/mean": age.mean().item(), "staleness/max": age.max().item()})
                 shards = scored.experience.split(world)
             t0 = time.perf_counter()
-            local = _scatter(acc, shards)
-            local = _reference(acc, model, ref, local, cfg)
+            local = _reference(learner, ref, _scatter(acc, shards), cfg)
             t_ref = time.perf_counter() - t0
             t0 = time.perf_counter()
-            model.train()
-            metrics = gather_mean(acc, _update(acc, model, optimizer, scheduler, local, cfg))
+            learner.model.train()
+            metrics = gather_mean(acc, _update(learner, local, cfg))
             t_update = time.perf_counter() - t0
             step += 1
-            logger.advance(step)
             t0 = time.perf_counter()
-            sync_metrics: dict[str, float] = {}
-            with gathered_parameters(acc, acc.unwrap_model(model)):
-                if main:
-                    sync_metrics = rollouts.sync(acc.unwrap_model(model), step)
+            sync_metrics = _sync(learner, pool, step, cfg)
             t_sync = time.perf_counter() - t0
             if main:
                 metrics.update(scored.metrics)
                 metrics.update(sync_metrics)
                 seconds = time.perf_counter() - t_step
-                n = len(scored.experience)
-                tokens = int(scored.experience.completion_mask.sum())
+                exp = scored.experience
                 metrics.update({"time/ref": t_ref, "time/update": t_update, "time/sync": t_sync,
-                                "time/step": seconds, "throughput/samples_per_s": n / seconds,
-                                "throughput/tokens_per_s": tokens / seconds, "lr": scheduler.get_last_lr()[0]})  # fmt: skip
-                if step % cfg.logging_steps == 0 or step == cfg.max_steps:
-                    logger.log(step, metrics)
-                    if cfg.log_completions:
-                        logger.log_completions(step, scored.table)
+                                "time/step": seconds, "throughput/samples_per_s": len(exp) / seconds,
+                                "throughput/tokens_per_s": int(exp.completion_mask.sum()) / seconds,
+                                "lr": learner.lr})  # fmt: skip
+                if cfg.log_completions and (step % cfg.logging_steps == 0 or step == cfg.max_steps):
+                    learner.logger.log_completions(step, scored.table)
                 if cfg.pose_grid_steps and step % cfg.pose_grid_steps == 0 and "gt_joints" in rows[0]:
                     k = min(4, len(rows))
-                    logger.log_pose_grid(step, joints_of(scored.pose_sample[:k].float()),
-                                         torch.tensor([r["gt_joints"] for r in rows[:k]], dtype=torch.float32),
-                                         [r.get("caption", "") for r in rows[:k]])  # fmt: skip
-            if cfg.save_steps and step % cfg.save_steps == 0 and step < cfg.max_steps:
-                save_checkpoint(acc, cfg.output_dir, step, {"sampler": sampler.state_dict()}, cfg.save_total_limit)
-        if cfg.save_steps:
-            save_checkpoint(acc, cfg.output_dir, step, {"sampler": sampler.state_dict()}, cfg.save_total_limit)
-        out = export_policy(acc, model, Path(cfg.output_dir) / "final", cfg.merge_lora_on_export)
+                    learner.logger.log_pose_grid(step, joints_of(scored.pose_sample[:k].float()),
+                                                 torch.tensor([r["gt_joints"] for r in rows[:k]], dtype=torch.float32),
+                                                 [r.get("caption", "") for r in rows[:k]])  # fmt: skip
+            learner.log(step, metrics if main else {})
+            # rank 0 alone draws prompts (and writes trainer_state.json): its position is saved
+            learner.checkpoint(step, queue.sampler_state(step) if main else {})
+        learner.checkpoint(step, queue.sampler_state(step) if main else {}, final=True)
+        out = export_policy(learner, Path(cfg.output_dir) / "final", cfg.merge_lora_on_export)
     finally:
-        if rollouts is not None:
-            rollouts.close()
-        logger.finish()
+        if pool is not None:
+            pool.shutdown()
+        learner.finish()
+    return out
+
+
+def _sync(learner: Learner, pool: Any, version: int, cfg: HyGRPOConfig) -> dict[str, float]:
+    """Push the learner's weights (LoRA merged) to the pool as ``version``. Collective (ZeRO-3
+    gathers the parameters on every rank); only rank 0 talks to the pool."""
+    out: dict[str, float] = {}
+    with gathered_parameters(learner.acc, learner.unwrapped):
+        if pool is not None:
+            from posrft.rollout import merged_state_dict
+
+            res = pool.sync_weights(merged_state_dict(learner.unwrapped), version,
+                                    bucket_mb=cfg.weight_sync_bucket_mb)
+            out = {f"sync/{k}": res[k] for k in ("bytes", "seconds", "gb_per_s")}
     return out

@@ -7,9 +7,9 @@ default) and to ``OUTPUT_DIR/metrics.jsonl``; completions go to ``completions.js
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,6 +18,8 @@ from accelerate import Accelerator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from posrft.files import atomic_write_bytes, atomic_write_text
 
 _console = Console(stderr=True)
 
@@ -38,6 +40,8 @@ class TrainLogger:
         self.progress: Progress | None = None
         if self.main:
             self.dir.mkdir(parents=True, exist_ok=True)
+            # the effective config (recipe + overrides + defaults), readable without a tracker
+            atomic_write_text(self.dir / "config.json", json.dumps(config, indent=2, default=str) + "\n")
             if total_steps:
                 self.progress = Progress(
                     TextColumn(f"[bold]{run_name}"), BarColumn(), MofNCompleteColumn(),
@@ -71,6 +75,16 @@ class TrainLogger:
             table.add_row(*(row + [""] * (4 - len(row))))
         _console.print(table)
 
+    def truncate(self, step: int) -> None:
+        """Drop log lines of steps after ``step`` (a resumed run redoes them), atomically."""
+        for name in ("metrics.jsonl", "completions.jsonl"):
+            path = self.dir / name
+            if not path.is_file():
+                continue
+            kept = [line for line in path.read_text().splitlines(keepends=True)
+                    if (k := _step_of(line)) is not None and k <= step]
+            atomic_write_text(path, "".join(kept))
+
     def advance(self, step: int) -> None:
         """Move the progress bar to ``step`` (rank 0)."""
         if self.progress is not None:
@@ -92,18 +106,23 @@ class TrainLogger:
 
         image = render_pose_grid({"sampled": pred_joints, "ground truth": gt_joints},
                                  captions=list(captions), size=128)  # fmt: skip
-        out = self.dir / "poses" / f"step_{step:06d}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp.png")
-        image.save(tmp)
-        os.replace(tmp, out)
-        return out
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return atomic_write_bytes(self.dir / "poses" / f"step_{step:06d}.png", buffer.getvalue())
 
     def finish(self) -> None:
         if self.progress is not None:
             self.progress.stop()
         if self.acc.log_with:
             self.acc.end_training()
+
+
+def _step_of(line: str) -> int | None:
+    """The ``step`` of one jsonl line; None for a line torn by a crash (it is dropped)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _jsonable(value: Any) -> Any:

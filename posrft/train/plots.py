@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from posrft.files import atomic_save_figure
+
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, float]]:
     rows = []
@@ -43,10 +45,7 @@ def plot_curves(metrics_path: str | os.PathLike, keys: Sequence[str], out: str |
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    try:
+        return atomic_save_figure(out, fig, dpi=110)
+    finally:
+        plt.close(fig)

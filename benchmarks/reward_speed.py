@@ -17,7 +17,7 @@ list out):
 
 Timings are medians of ``--repeats`` runs after ``--warmup``, methods interleaved.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/rewards.py --batch 4096
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/reward_speed.py --batch 4096
 
 Prints readable lines, then as its last line one JSON object.
 """
@@ -28,13 +28,8 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-# This file is named like the ``rewards`` package it measures: drop its own folder from the path.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 
 def main() -> None:
