@@ -19,7 +19,9 @@ so every row does the same number of tokens):
 Part 2, one HyGRPO iteration against TRL's ``GRPOTrainer`` on the same text-only SmolLM2 policy
 folder, same batch (``--prompts`` × G, ``--max-tokens``, micro-batch, β, LoRA r 16 on both
 sides, so both references are "adapter off"), each in a fresh subprocess with
-``OMP_NUM_THREADS=--threads``: posrft through its public entry
+``OMP_NUM_THREADS=--threads``, ``--rounds`` rounds in alternating order (fastest kept): posrft
+(sampling in the learner process, and with 2 Ray rollout workers, its default) through its
+public entry
 ``posrft.train.hygrpo.run_hygrpo(HyGRPOConfig(...))`` (default rewards: format → text, joint →
 pose), TRL with the format reward. Timed from outside alike (arrival of one line per finished
 step, median period after ``--warmup`` steps); posrft's own phase times (time/rollout,
@@ -197,7 +199,8 @@ def _watch(cmd: list[str], env: dict[str, str], log: Path, progress: Path, warmu
             "startup_s": arrivals[0] - t0 if arrivals else None}
 
 
-def posrft_fields(model: str, data: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+def posrft_fields(model: str, data: Path, out: Path, args: argparse.Namespace,
+                  workers: int = 0) -> dict[str, Any]:
     samples = args.prompts * args.generations
     return {
         "model_name_or_path": model, "dataset_path": str(data), "output_dir": str(out),
@@ -207,6 +210,7 @@ def posrft_fields(model: str, data: Path, out: Path, args: argparse.Namespace) -
         "temperature": 1.0, "top_p": 1.0, "beta": args.beta, "learning_rate": args.lr,
         "loss_type": "grpo", "scale_rewards": "group", "use_peft": True, "lora_r": 16,
         "lora_alpha": 32, "report_to": ["none"], "logging_steps": 1, "seed": 0,
+        "num_rollout_workers": workers, "worker_num_cpus": 1.0,
     }
 
 
@@ -272,25 +276,26 @@ def trl_child(spec: dict[str, Any]) -> None:
 
 
 def iteration(text_dir: Path, data: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Both trainers, ``--rounds`` times in alternating order; the fastest round of each."""
-    results: dict[str, list[dict[str, Any]]] = {"posrft": [], "trl": []}
-    profile_text = None
+    """posrft (each ``--posrft-workers`` setting) and TRL, ``--rounds`` times in alternating
+    order; per variant the fastest round. ``ratio``: fastest posrft / TRL."""
+    variants = [f"posrft-w{w}" for w in args.posrft_workers.split(",")] + ["trl"]
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for k in range(args.rounds):
-        for side in (("posrft", "trl") if k % 2 == 0 else ("trl", "posrft")):
-            out = work / f"{side}_r{k}"
-            if side == "posrft":
-                fields = posrft_fields(str(text_dir), data, out, args)
-                spec = {"fields": fields}
-                progress = out / "metrics.jsonl"
+        for name in (variants if k % 2 == 0 else variants[::-1]):
+            out = work / f"{name}_r{k}"
+            if name.startswith("posrft"):
+                fields = posrft_fields(str(text_dir), data, out, args, int(name[len("posrft-w"):]))
+                spec: dict[str, Any] = {"fields": fields}
+                progress, side = out / "metrics.jsonl", "posrft"
             else:
-                progress = work / f"trl_r{k}.steps"
+                progress, side = work / f"trl_r{k}.steps", "trl"
                 spec = dict(model=str(text_dir), data=str(data), output_dir=str(out),
                             prompts=args.prompts, generations=args.generations,
                             max_tokens=args.max_tokens, micro_batch=args.micro_batch,
                             beta=args.beta, lr=args.lr, warmup=args.warmup, steps=args.steps,
                             progress=str(progress))
             cmd = [sys.executable, __file__, f"--{side}-child", json.dumps(spec)]
-            r = _watch(cmd, _env(args.threads), work / f"{side}_r{k}.log", progress,
+            r = _watch(cmd, _env(args.threads), work / f"{name}_r{k}.log", progress,
                        args.warmup, args.variant_timeout)
             if side == "posrft":
                 rows = [json.loads(x) for x in progress.read_text().splitlines()][args.warmup:]
@@ -299,25 +304,29 @@ def iteration(text_dir: Path, data: Path, work: Path, args: argparse.Namespace) 
                     vals = [row[key] for row in rows if key in row]
                     if vals:
                         r["own_" + key.split("/")[1] + "_s"] = round(statistics.median(vals), 3)
-                lens = [row["completion/mean_length"] for row in rows if "completion/mean_length" in row]
-                r["completion_mean_len"] = statistics.median(lens) if lens else None
-            r["round"] = k
-            print(f"{side:<7} round {k}: {r['step_s']:.2f} s/iteration (min {r['step_s_min']:.2f}, "
-                  f"max {r['step_s_max']:.2f})"
+            r.update(name=name, round=k, load=round(os.getloadavg()[0], 2))
+            print(f"{name:<10} round {k}: {r['step_s']:.2f} s/iteration (min {r['step_s_min']:.2f},"
+                  f" max {r['step_s_max']:.2f}, load {r['load']})"
                   + "".join(f", {k2[4:-2]} {v:.2f}" for k2, v in r.items() if k2.startswith("own_")),
                   flush=True)
-            results[side].append(r)
+            results[name].append(r)
+    profile_text = None
     if args.profile:
         prof = work / "profile.txt"
-        fields = posrft_fields(str(text_dir), data, work / "posrft_profile", args)
+        workers = int(args.posrft_workers.split(",")[0])
+        fields = posrft_fields(str(text_dir), data, work / "posrft_profile", args, workers)
         subprocess.run([sys.executable, __file__, "--posrft-child",
                         json.dumps({"fields": fields, "profile": str(prof)})],
                        env=_env(args.threads), cwd=ROOT, check=True, capture_output=True)
         profile_text = prof.read_text()
-    best = {side: min(rs, key=lambda r: r["step_s"]) for side, rs in results.items()}
-    return {"posrft": best["posrft"], "trl": best["trl"],
-            "rounds": {s: [round(r["step_s"], 3) for r in rs] for s, rs in results.items()},
-            "ratio": round(best["posrft"]["step_s"] / best["trl"]["step_s"], 3),
+    best = {name: min(rs, key=lambda r: r["step_s"]) for name, rs in results.items()}
+    posrft_best = min((r for n, r in best.items() if n != "trl"), key=lambda r: r["step_s"])
+    return {"variants": best, "posrft_variant": posrft_best["name"],
+            "posrft_s": round(posrft_best["step_s"], 3), "trl_s": round(best["trl"]["step_s"], 3),
+            "rounds": {n: [round(r["step_s"], 3) for r in rs] for n, rs in results.items()},
+            "ratio": round(posrft_best["step_s"] / best["trl"]["step_s"], 3),
+            "ratio_per_variant": {n: round(r["step_s"] / best["trl"]["step_s"], 3)
+                                  for n, r in best.items() if n != "trl"},
             "profile": profile_text}
 
 
@@ -334,7 +343,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--posrft-workers", default="0,2",
+                    help="posrft variants: Ray rollout workers (0 = sampling in the learner)")
     ap.add_argument("--variant-timeout", type=float, default=900.0)
     ap.add_argument("--skip-iteration", action="store_true", help="part 1 only")
     ap.add_argument("--skip-speed", action="store_true", help="part 2 only")
@@ -389,8 +400,8 @@ def main() -> None:
                 print("---- cProfile of the posrft iteration process\n" + profile)
             result["iteration"] = it
             result["ratio"] = it["ratio"]
-            print(f"HyGRPO iteration: posrft {it['posrft']['step_s']:.2f} s, TRL "
-                  f"{it['trl']['step_s']:.2f} s, ratio {it['ratio']:.2f}")
+            print(f"HyGRPO iteration: posrft ({it['posrft_variant']}) {it['posrft_s']:.2f} s, TRL "
+                  f"{it['trl_s']:.2f} s, ratio {it['ratio']:.2f}")
     result.update(prompts=args.prompts, G=args.generations, max_tokens=args.max_tokens,
                   micro_batch=args.micro_batch, beta=args.beta, threads=args.threads,
                   end_load=round(os.getloadavg()[0], 2))
