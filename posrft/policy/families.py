@@ -118,6 +118,11 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
     ModelFamily("text", "causal LM (text only: Qwen2/3, Llama, Gemma, SmolLM2, ...)", ()),
     ModelFamily("llava", "LLaVA (1.5)", ("llava",), "LlavaProcessor", inputs=_PIXELS,
                 **_LLAVA_PARTS),
+    # the LLaVA layout with a pixel-shuffle projector, as `posrft model init-pretrained --pool F`
+    # (F > 1) composes it, with a LlavaProcessor; Aya Vision checkpoints' own processor (crops
+    # to tiles) is not covered
+    ModelFamily("aya_vision", "LLaVA layout with pixel-shuffle projector (AyaVision classes)",
+                ("aya_vision",), "LlavaProcessor", inputs=_PIXELS, **_LLAVA_PARTS),
     ModelFamily("llava_next", "LLaVA-NeXT", ("llava_next",), "LlavaNextProcessor",
                 inputs={"pixel_values": InputSpec(Layout.IMAGE),
                         "image_sizes": InputSpec(Layout.IMAGE)}, **_LLAVA_PARTS),
