@@ -148,12 +148,16 @@ def _toes(c):
     assert min(height(c, "left_wrist").min(), height(c, "right_wrist").min()) < 0.3
 
 
-def _circles(c):
+def _circles_of(c, sides):
     left, fwd = body_frame(c)
-    for s in ("left", "right"):
+    for s in sides:
         w = c[:, J[f"{s}_wrist"]] - c[:, J[f"{s}_shoulder"]]
         ang = np.unwrap(np.arctan2(w[:, 1], w @ fwd))
         assert abs(ang[-1] - ang[0]) > 2 * np.pi  # at least one full circle
+
+
+def _circles(c):
+    _circles_of(c, ["left", "right"])
 
 
 def _bend(sign):
@@ -205,6 +209,73 @@ def _twist(c):
     assert np.ptp(rel) > 30 and rel.std() > 3 * yaw("left_hip", "right_hip").std()
 
 
+def _swing_arm(sides):
+    def check(c):
+        _, fwd = body_frame(c)
+        for s in ("left", "right"):
+            reach = (c[:, J[f"{s}_wrist"]] - c[:, J[f"{s}_shoulder"]]) @ fwd
+            if s in sides:  # forward and back of the shoulder, at least twice
+                assert reach.max() > 0.2 and reach.min() < -0.15
+                ahead = reach > 0.1
+                assert np.sum(ahead[1:] & ~ahead[:-1]) + ahead[0] >= 2
+            else:
+                assert np.ptp(reach) < 0.1
+            assert (height(c, f"{s}_wrist") < height(c, f"{s}_shoulder")).all()  # never raised
+
+    return check
+
+
+def _swing_leg(side):
+    other = "right" if side == "left" else "left"
+
+    def check(c):
+        _, fwd = body_frame(c)
+        rel = (c[:, J[f"{side}_ankle"]] - c[:, J["pelvis"]]) @ fwd
+        assert rel.max() > 0.25 and rel.min() < -0.1  # in front of and behind the body
+        ahead = rel > 0.15
+        assert np.sum(ahead[1:] & ~ahead[:-1]) + ahead[0] >= 2  # again and again
+        assert np.ptp(height(c, f"{other}_ankle")) < 0.04 + NOISE  # standing on the other foot
+
+    return check
+
+
+def _raise_leg(side):
+    other = "right" if side == "left" else "left"
+
+    def check(c):
+        ankle = height(c, f"{side}_ankle")
+        knee = c[:, J[f"{side}_knee"]]
+        hip, foot = c[:, J[f"{side}_hip"]], c[:, J[f"{side}_ankle"]]
+        up = ankle - ankle[0] > 0.25
+        assert up.sum() >= 3  # the foot rises well off the floor and is held there
+        straight = np.linalg.norm(foot - hip, axis=1) / (np.linalg.norm(knee - hip, axis=1)
+                                                          + np.linalg.norm(foot - knee, axis=1))
+        assert straight[up].min() > 0.97  # with a straight leg (unlike a kick's chamber)
+        assert np.ptp(height(c, f"{other}_ankle")) < 0.04 + NOISE
+
+    return check
+
+
+def _circle_arm(side):
+    other = "right" if side == "left" else "left"
+
+    def check(c):
+        _circles_of(c, [side])
+        assert (height(c, f"{other}_wrist") < height(c, f"{other}_shoulder")).all()
+
+    return check
+
+
+def _shake(c):
+    left, _ = body_frame(c)
+    face = c[:, J["head"]] - c[:, J["neck"]]
+    lat = face @ left
+    assert np.ptp(lat) > 0.03  # the head turns to both sides ...
+    assert lat.max() - np.median(lat) > 0.01 and np.median(lat) - lat.min() > 0.01
+    tilt = np.degrees(np.arccos(face[:, 1] / np.linalg.norm(face, axis=1)))
+    assert np.ptp(tilt) < 20  # ... without nodding
+
+
 CHECKS = {
     "wave left hand": _wave("left"), "wave right hand": _wave("right"), "clap hands": _clap,
     "squat": _low(0.2), "jump up": _jump, "kick left leg": _kick("left"),
@@ -215,7 +286,12 @@ CHECKS = {
     "arm circles": _circles, "bend torso left": _bend(1.0), "bend torso right": _bend(-1.0),
     "lunge left leg": _lunge("left"), "lunge right leg": _lunge("right"),
     "hop on left foot": _hop("left"), "hop on right foot": _hop("right"), "nod head": _nod,
-    "twist torso": _twist,
+    "twist torso": _twist, "swing left arm": _swing_arm(["left"]),
+    "swing right arm": _swing_arm(["right"]), "swing both arms": _swing_arm(["left", "right"]),
+    "swing left leg": _swing_leg("left"), "swing right leg": _swing_leg("right"),
+    "raise left leg": _raise_leg("left"), "raise right leg": _raise_leg("right"),
+    "circle left arm": _circle_arm("left"), "circle right arm": _circle_arm("right"),
+    "shake head": _shake,
 }  # fmt: skip
 SUBJECTS = [A.Subject()] + [A.subject_for(7, k) for k in range(3)]
 
@@ -296,11 +372,14 @@ def _words(name: str) -> set[str]:
     return set(re.findall(r"[a-z]+", (cls.name + " " + cls.description).lower()))
 
 
-@pytest.mark.parametrize("split", ["16/4", "12/8", "random:5:0", "random:8:3"])
+@pytest.mark.parametrize("split", ["16/4", "12/8", "novel", "novel/mirror", "random:5:0",
+                                   "random:8:3"])
 def test_zero_shot_splits_are_disjoint_and_covered(split):
     seen, unseen = A.zero_shot_split(split)
     assert not set(seen) & set(unseen) and len(set(seen)) == len(seen)
-    if split in ZERO_SHOT_SPLITS:
+    if split.startswith("novel"):
+        assert (len(seen), len(unseen)) == ((25, 5) if split == "novel" else (25, 4))
+    elif split in ZERO_SHOT_SPLITS:
         assert (len(seen), len(unseen)) == tuple(int(x) for x in split.split("/"))
     else:
         assert len(unseen) == int(split.split(":")[1])
@@ -310,6 +389,27 @@ def test_zero_shot_splits_are_disjoint_and_covered(split):
     for n in unseen:
         assert _words(n) <= vocab, (n, _words(n) - vocab)
     assert A.uncovered_words(seen, unseen) == {}
+
+
+def test_novel_split_holds_out_no_mirror_image_and_shares_seen_with_the_mirror_split():
+    seen, novel = A.zero_shot_split("novel")
+    seen_m, mirror = A.zero_shot_split("novel/mirror")
+    assert seen == seen_m and not set(novel) & set(mirror)
+    swap = {"left": "right", "right": "left"}
+
+    def twin(name):  # computed here from the words, independently of mirror_of
+        return " ".join(swap.get(w, w) for w in name.split())
+
+    for u in novel:  # no unseen class is a seen class with its side swapped ...
+        assert twin(u) not in seen
+        # ... its verb is used by a seen class, its body part is named by one, never together
+        verb, part = u.split()[0], u.split()[-1]
+        assert any(verb in _words(c) for c in seen) and any(part in c.split() for c in seen)
+        assert not any(c.split()[0] == verb and c.split()[-1] == part for c in seen)
+    assert all(twin(u) in seen for u in mirror)
+    assert A.mirrored_unseen(seen, novel) == [] and A.mirrored_unseen(seen, mirror) == mirror
+    assert A.mirrored_unseen(*A.zero_shot_split("16/4")) == ["wave left hand", "kick right leg",
+                                                             "raise right arm", "lunge right leg"]
 
 
 def test_random_splits_differ_by_seed_and_bad_names_fail():

@@ -10,8 +10,12 @@ that are seen (``wave left hand`` <- ``wave right hand`` + ``kick left leg``).
 Zero-shot splits (:func:`zero_shot_split`): the presets ``"16/4"`` and ``"12/8"`` give exactly
 that many seen / unseen classes (so they use 20 of the classes; the others take no part in
 that protocol), chosen so that every word of an unseen class's name and description occurs in
-some seen class (:func:`uncovered_words` is empty). ``"random:K:SEED"`` holds out ``K`` random
-classes (all others are seen) under the same word-coverage rule.
+some seen class (:func:`uncovered_words` is empty). Their unseen classes are mostly mirror
+images of seen ones (``wave left hand`` / ``wave right hand``). ``"novel"`` holds out five
+verb x body-part compositions none of which is a mirror of a seen class (``swing left leg``
+with ``swing right arm``, ``kick left leg`` seen; :func:`mirrored_unseen` is empty), and
+``"novel/mirror"`` four mirror images under the same seen classes. ``"random:K:SEED"`` holds out
+``K`` random classes (all others are seen) under the same word-coverage rule.
 
 Motions (:data:`MOTIONS`): per class a script ``f(timing) -> Motion`` giving, per frame, offsets
 of the 24 SMPL joints' anatomical coordinates (degrees, :mod:`posrft.data.limits` convention,
@@ -51,7 +55,7 @@ def _pair(template: str, text: str) -> tuple[ActionClass, ActionClass]:
 
 
 ACTION_CLASSES: tuple[ActionClass, ...] = (
-    *_pair("wave {s} hand", "raise the {s} arm and swing the {s} hand from side to side"),
+    *_pair("wave {s} hand", "raise the {s} arm and shake the {s} hand from side to side"),
     ActionClass("clap hands", "bring both hands together in front of the body again and again"),
     ActionClass("squat", "bend both knees to lower the hips as if to sit then stand up again"),
     ActionClass("jump up", "start with both knees bent then push off so both feet leave the "
@@ -69,8 +73,8 @@ ACTION_CLASSES: tuple[ActionClass, ...] = (
                 "straight"),  # fmt: skip
     *_pair("raise {s} arm", "raise the {s} arm up over the head then lower the {s} arm"),
     ActionClass("touch toes", "bend the torso forward and down so both hands move to the feet"),
-    ActionClass("arm circles", "hold both arms out to the side and rotate both arms in "
-                "circles"),  # fmt: skip
+    ActionClass("arm circles", "hold both arms out to the side and circle both arms round and "
+                "round"),  # fmt: skip
     *_pair("bend torso {s}", "bend the torso to the {s} side with the {o} arm over the head "
            "then raise the torso up again"),  # fmt: skip
     *_pair("lunge {s} leg", "step the {s} leg forward and bend both knees to lower the hips"),
@@ -80,6 +84,16 @@ ACTION_CLASSES: tuple[ActionClass, ...] = (
                 "again"),  # fmt: skip
     ActionClass("twist torso", "rotate the torso to the left and to the right while the hips "
                 "stay still"),  # fmt: skip
+    # verb x body-part compositions (the "novel" zero-shot split holds some of them out)
+    *_pair("swing {s} arm", "swing the straight {s} arm forward and back again and again"),
+    *_pair("swing {s} leg", "swing the {s} leg forward and back again and again on the {o} "
+           "foot"),  # fmt: skip
+    *_pair("raise {s} leg", "raise the straight {s} leg forward and up then lower the {s} leg"),
+    *_pair("circle {s} arm", "hold the {s} arm out to the side and circle the {s} arm round and "
+           "round"),  # fmt: skip
+    ActionClass("shake head", "turn the head to the left and to the right again and again"),
+    ActionClass("swing both arms", "swing both straight arms forward and back together again and "
+                "again"),  # fmt: skip
 )
 
 ACTION_INDEX: dict[str, int] = {c.name: i for i, c in enumerate(ACTION_CLASSES)}
@@ -154,14 +168,49 @@ _SEEN_12 = (
     "punch right hand", "bend torso left", "hop on left foot", "squat", "sit down",
     "raise both arms", "bow", "jump up",
 )  # fmt: skip
+#: "novel": the unseen classes are verb x body-part compositions that no seen class shows, and
+#: none is the mirror image of a seen class (their mirror twins take no part); every word of
+#: their names occurs in the seen classes (swing: swing left/right arm; raise; circle: arm
+#: circles; shake: wave; leg, arm, head, both). "novel/mirror" has the same seen classes and
+#: holds out mirror images of seen ones instead, so one training run is tested on both.
+_SEEN_NOVEL = (
+    "wave right hand", "clap hands", "squat", "jump up", "kick left leg", "punch right hand",
+    "bow", "raise both arms", "turn around", "walk in place", "sit down", "stand up",
+    "raise left arm", "raise right arm", "touch toes", "arm circles", "bend torso left",
+    "bend torso right", "lunge left leg", "hop on left foot", "hop on right foot", "nod head",
+    "twist torso", "swing left arm", "swing right arm",
+)  # fmt: skip
+_UNSEEN_NOVEL = ("swing left leg", "raise right leg", "circle right arm", "shake head",
+                 "swing both arms")  # fmt: skip
+_UNSEEN_MIRROR = ("wave left hand", "kick right leg", "punch left hand", "lunge right leg")
 ZERO_SHOT_SPLITS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "16/4": (_SEEN_16, _UNSEEN_4),
     "12/8": (_SEEN_12, _UNSEEN_8),
+    "novel": (_SEEN_NOVEL, _UNSEEN_NOVEL),
+    "novel/mirror": (_SEEN_NOVEL, _UNSEEN_MIRROR),
 }
 
 
+def mirror_of(name: str) -> str | None:
+    """The class whose name swaps ``left`` and ``right`` (``None`` for a symmetric class)."""
+    swap = {"left": "right", "right": "left"}
+    words = name.split()
+    if not any(w in swap for w in words):
+        return None
+    other = " ".join(swap.get(w, w) for w in words)
+    return other if other in ACTION_INDEX else None
+
+
+def mirrored_unseen(seen: Sequence[str], unseen: Sequence[str]) -> list[str]:
+    """The unseen classes whose mirror image is a seen class (what side-blind recognition of
+    the seen classes already names correctly, up to the side)."""
+    keep = set(seen)
+    return [u for u in unseen if mirror_of(u) in keep]
+
+
 def zero_shot_split(name: str = "16/4") -> tuple[list[str], list[str]]:
-    """``(seen, unseen)`` class names of a preset (``"16/4"``, ``"12/8"``) or ``"random:K:SEED"``.
+    """``(seen, unseen)`` class names of a preset (``"16/4"``, ``"12/8"``, ``"novel"``,
+    ``"novel/mirror"``) or ``"random:K:SEED"``.
 
     Random splits hold out ``K`` classes drawn with ``numpy.random.default_rng(SEED)`` (the
     first draw, out of at most 10,000, whose unseen words are all covered); every other class
@@ -473,6 +522,57 @@ def _twist(t: Timing) -> Motion:
     return _motion(t, [(arms, 1.0), (by(spine=(0, 40, 0)), t.amp * np.sin(t.angle(2.0)))])
 
 
+def _swing_arm(s: str | None):
+    """A straight arm (both arms when ``s`` is None) swung forward and back from the shoulder."""
+    def script(t: Timing) -> Motion:
+        held = hold(t.once(0.95), 0.1, 0.9)
+        straight = to(elbow=(0, -3, 0)) if s is None else to(**side(s, elbow=(0, -3, 0)))
+        fwd = by(shoulder=(0, -1, 0)) if s is None else by(**side(s, shoulder=(0, -1, 0)))
+        return _motion(t, [(straight, held), (fwd, 60.0 * t.amp * held * np.sin(t.angle(2.5)))])
+
+    return script
+
+
+def _swing_leg(s: str):
+    def script(t: Timing) -> Motion:
+        held = hold(t.once(0.95), 0.1, 0.9)
+        knee = by(**side(s, knee=(1, 0, 0)))
+        fwd = by(**side(s, hip=(-1, 0, 0)))
+        a = t.angle(2.5)
+        # forward (flexion) further than back (extension), as a real leg swing; the knee bends
+        # as the foot passes under the body so that it clears the floor
+        swing = np.where(np.sin(a) > 0, 55.0, 20.0) * np.sin(a) * t.amp * held
+        return _motion(t, [(knee, held * (10.0 + 35.0 * np.cos(a) ** 2)), (fwd, swing)])
+
+    return script
+
+
+def _raise_leg(s: str):
+    def script(t: Timing) -> Motion:
+        pose = to(**side(s, hip=(-85, 0, 0), knee=(4, 0, 0), ankle=(15, 0, 0)), spine=(-5, 0, 0))
+        return _motion(t, [(pose, t.amp * hold(t.once(0.8), 0.35, 0.65))])
+
+    return script
+
+
+def _circle_arm(s: str):
+    def script(t: Timing) -> Motion:
+        held = hold(t.once(0.95), 0.15, 0.9)
+        a = t.angle(3.0)
+        r = 28.0 * t.amp * held
+        out = to(**side(s, collar=(0, 0, 0), shoulder=(0, -3, 0), elbow=(0, -3, 0)))
+        return _motion(t, [(out, held), (by(**side(s, shoulder=(0, 0, 1))), r * np.sin(a)),
+                           (by(**side(s, shoulder=(0, 1, 0))), r * np.cos(a))])  # fmt: skip
+
+    return script
+
+
+def _shake_head(t: Timing) -> Motion:
+    turn = by(neck=(0, 30, 0), head=(0, 25, 0))
+    held = hold(t.once(0.95), 0.1, 0.9)
+    return _motion(t, [(turn, t.amp * held * np.sin(t.angle(2.5)))])
+
+
 MOTIONS: dict[str, Callable[[Timing], Motion]] = {
     "wave left hand": _wave("l"), "wave right hand": _wave("r"), "clap hands": _clap,
     "squat": _squat, "jump up": _jump, "kick left leg": _kick("l"),
@@ -484,5 +584,10 @@ MOTIONS: dict[str, Callable[[Timing], Motion]] = {
     "bend torso right": _bend_side("r"), "lunge left leg": _lunge("l"),
     "lunge right leg": _lunge("r"), "hop on left foot": _hop("l"),
     "hop on right foot": _hop("r"), "nod head": _nod, "twist torso": _twist,
+    "swing left arm": _swing_arm("l"), "swing right arm": _swing_arm("r"),
+    "swing left leg": _swing_leg("l"), "swing right leg": _swing_leg("r"),
+    "raise left leg": _raise_leg("l"), "raise right leg": _raise_leg("r"),
+    "circle left arm": _circle_arm("l"), "circle right arm": _circle_arm("r"),
+    "shake head": _shake_head, "swing both arms": _swing_arm(None),
 }  # fmt: skip
 assert list(MOTIONS) == sorted(MOTIONS, key=ACTION_INDEX.__getitem__), "MOTIONS out of order"

@@ -49,6 +49,8 @@ from posrft.data.action_classes import (
     action_names,
     check_class_list,
     class_words,
+    mirror_of,
+    mirrored_unseen,
     uncovered_words,
     zero_shot_split,
 )
@@ -63,7 +65,8 @@ logger = logging.getLogger("posrft.data")
 __all__ = [
     "ACTION_CLASSES", "ActionClass", "NTU_TO_ACTION", "Subject", "action_names",
     "build_action_dataset", "check_class_list", "check_clip", "class_words", "clips_from_ntu",
-    "load_action_clips", "load_action_dataset", "make_clip", "make_clips", "sample_subject",
+    "load_action_clips", "load_action_dataset", "make_clip", "make_clips", "mirror_of",
+    "mirrored_unseen", "sample_subject",
     "save_action_dataset", "subject_for", "uncovered_words", "zero_shot_split",
 ]  # fmt: skip
 

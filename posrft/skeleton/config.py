@@ -76,13 +76,29 @@ class SkeletonConfig(BaseTrainConfig):
     renderer_learning_rate: float = field(default=5e-2, **_help("AdamW learning rate of the renderer "
         "(measured: 1e-2 leaves a 4-clip overfit at the blind optimum after 200 steps, 5e-2 fits "
         "it in 50)."))  # fmt: skip
+    # ---- how the MLLM reads the frames
+    vision_size: Optional[int] = field(default=None, **_help("Pixels per side given to the vision "
+        "tower (default: its processor's crop size; DINOv2 at 112 px costs a third of 224 px per "
+        "step, benchmarks/skeleton_step.py). A previous stage's setting is kept unless this is set."))  # fmt: skip
+    token_pool: Optional[int] = field(default=None, **_help("Average p×p image tokens of a frame "
+        "into one after the projector (default 1; a previous stage's setting is kept unless set)."))  # fmt: skip
+    lora_layers: Optional[int] = field(default=None, **_help("LoRA only on the top N decoder layers "
+        "(default: all)."))  # fmt: skip
+    train_lm_head: Optional[bool] = field(default=None, **_help("Train a copy of the LM head next to "
+        "LoRA (default: only when it is not tied to the input embeddings, i.e. the tiny model; "
+        "SmolLM2's tied head stays frozen)."))  # fmt: skip
     # ---- data and questions
     clips_per_class: int = field(default=24, **_help("Clips per class when building the data in memory."))
     clip_frames: int = field(default=48, **_help("Frames per generated clip."))
     data_seed: int = field(default=0, **_help("Seed of the generated action data."))
-    class_split: str = field(default="16/4", **_help("Zero-shot split seen/unseen: '16/4', '12/8' "
-        "or 'random:K:SEED' (posrft.data.action_classes.zero_shot_split); training uses seen "
-        "classes only."))  # fmt: skip
+    val_fraction: float = field(default=0.1, **_help("Share of subjects in val when building the data."))
+    test_fraction: float = field(default=0.2, **_help("Share of subjects in test when building the data."))
+    class_split: str = field(default="16/4", **_help("Zero-shot split seen/unseen: '16/4', '12/8', "
+        "'novel' (no unseen class mirrors a seen one), 'novel/mirror' or 'random:K:SEED' "
+        "(posrft.data.action_classes.zero_shot_split); training uses seen classes only."))  # fmt: skip
+    eval_unseen_splits: list[str] = field(default_factory=list, **_help("More zero-shot test sets "
+        "with the same seen classes as class_split (e.g. ['novel/mirror'] next to 'novel'), "
+        "reported as <name>_top1."))  # fmt: skip
     num_choices: int = field(default=4, **_help("K: options per multiple-choice question (true one included)."))
     caption_fraction: float = field(default=0.0, **_help("Fraction of warmup/refine questions that "
         "ask for the class description (captioning) instead of multiple choice."))  # fmt: skip
@@ -143,9 +159,22 @@ class SkeletonConfig(BaseTrainConfig):
         if not self.renderer_learning_rate > 0:
             raise ValueError(f"renderer_learning_rate must be > 0, got {self.renderer_learning_rate}")
         try:
-            zero_shot_split(self.class_split)
+            seen, _ = zero_shot_split(self.class_split)
         except ValueError as err:
             raise ValueError(f"class_split: {err}") from None
+        for extra in self.eval_unseen_splits:
+            try:
+                other, _ = zero_shot_split(extra)
+            except ValueError as err:
+                raise ValueError(f"eval_unseen_splits: {err}") from None
+            if other != seen:
+                raise ValueError(f"eval_unseen_splits: {extra!r} has other seen classes than "
+                                 f"class_split {self.class_split!r}; a zero-shot test set must "
+                                 "share the classes the model was trained on")
+        for name in ("vision_size", "token_pool", "lora_layers"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
         for name in ("skeleton_format", "cross_format"):
             value = getattr(self, name)
             if value is not None and value not in list_formats():

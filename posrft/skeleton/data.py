@@ -70,9 +70,11 @@ def clip_sets(ds) -> dict[tuple[str, str], ClipSet]:
 
 
 def load_action_data(dataset_path: str, *, formats: Sequence[str], class_split: str,
-                     clips_per_class: int, num_frames: int, seed: int) -> ActionData:
+                     clips_per_class: int, num_frames: int, seed: int, val_fraction: float = 0.1,
+                     test_fraction: float = 0.2) -> ActionData:
     """Load ``dataset_path`` (a saved action DatasetDict) or, if empty, build one in memory
-    with ``clips_per_class`` subjects per class in ``formats``."""
+    with ``clips_per_class`` subjects per class in ``formats`` (split by subject with
+    ``val_fraction`` / ``test_fraction``)."""
     seen, unseen = action_classes.zero_shot_split(class_split)
     if dataset_path:
         if not Path(dataset_path).is_dir():
@@ -81,7 +83,8 @@ def load_action_data(dataset_path: str, *, formats: Sequence[str], class_split: 
         ds = actions.load_action_dataset(dataset_path)
     else:
         ds = actions.build_action_dataset(clips_per_class, formats=tuple(formats),
-                                          num_frames=num_frames, seed=seed)
+                                          num_frames=num_frames, seed=seed,
+                                          val_fraction=val_fraction, test_fraction=test_fraction)
     try:
         sets = clip_sets(ds)
     except ValueError as err:

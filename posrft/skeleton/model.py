@@ -1,10 +1,19 @@
-"""SkeletonLLM: DrAction renderer in front of a LLaVA-style MLLM, trained end to end.
+"""SkeletonLLM: DrAction renderer in front of a LLaVA-layout MLLM, trained end to end.
 
     joints (B, T, J, 3) --DrAction--> frames (B, T', 3, h, w) in [0, 1]
-        --resize to the vision tower's size (bilinear, differentiable) and CLIP-normalise
-          (x - mean) / std with the processor's constants--> pixel_values (B·T', 3, S, S)
-        --LLaVA, prompt with T' <image> parts (each expanded to image_seq_length tokens)-->
+        --resize to the tower's input size S (bilinear, differentiable) and normalise
+          (x - mean) / std with the processor's constants (CLIP's for the tiny model, ImageNet's
+          for DINOv2)--> pixel_values (B·T', 3, S, S)
+        --vision tower + projector, once per clip (posrft.skeleton.reader), optionally
+          average-pooled p×p--> image_seq_length tokens per frame
+        --decoder, prompt with T' <image> parts (each expanded to image_seq_length tokens)-->
     per-row log-likelihood of the answer tokens
+
+Families: ``llava`` (the tiny offline model, ``init-pretrained --pool 1``) and ``aya_vision``
+(``init-pretrained --pool 4``: DINOv2-small + SmolLM2, whose projector pixel-shuffles 4×4 patch
+blocks, so 224 px -> 16 tokens and 112 px -> 4). ``vision_size`` and ``token_pool`` in
+:class:`RendererSettings` choose how many tokens a frame costs (the DINOv2 position embeddings
+are interpolated to any multiple of its patch grid).
 
 Gradients of the answer loss flow through the (frozen) vision tower into every renderer
 parameter. Which parts train is set by :meth:`SkeletonLLM.set_train_parts` (renderer,
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable
@@ -29,28 +39,40 @@ from torch import Tensor, nn
 
 from posrft.policy.checkpoint import atomic_directory, load_module, save_module
 from posrft.policy.families import ModelFamily, family_for_model_type
-from posrft.policy.logprobs import selective_log_softmax
 from posrft.policy.lora import DEFAULT_TARGETS, language_model_linear_names, projector_module_names
 from posrft.policy.model import load_hf
 from posrft.render.draction import DrAction
+from posrft.skeleton.reader import (
+    decoder_of,
+    embed_with_images,
+    image_features,
+    pool_tokens,
+    run_decoder,
+    target_logprobs,
+)
 
 RENDERER_WEIGHTS = "renderer.safetensors"
 RENDERER_CONFIG = "skeleton_renderer.json"
 PARTS = ("renderer", "projector", "lora")
-#: Trained in full alongside the LoRA adapters: the output head. The offline tiny model is
-#: random, and with a frozen random LM head the adapters alone learn the answer vocabulary far
-#: too slowly (measured: answer loss 7.7 -> 5.5 nats/token in 300 steps without it).
+#: Trained in full alongside the LoRA adapters when the LM head is not tied to the input
+#: embeddings (``lm_head: None`` = auto): the offline tiny model is random, and with a frozen
+#: random LM head the adapters alone learn the answer vocabulary far too slowly (measured:
+#: answer loss 7.7 -> 5.5 nats/token in 300 steps without it). A pretrained model with tied
+#: embeddings (SmolLM2) keeps its head: a trainable copy would untie it and, with 28 M
+#: parameters, fit the seen class names' tokens rather than the frames.
 LORA_FULL_MODULES = ("lm_head",)
 #: families whose pixel inputs the renderer output can replace in torch (resize + normalise)
-DIFFERENTIABLE_FAMILIES = ("llava",)
+DIFFERENTIABLE_FAMILIES = ("llava", "aya_vision")
 
 
 @dataclass
 class RendererSettings:
-    """How the renderer is built (saved as ``skeleton_renderer.json``).
+    """How the renderer is built and its frames read (saved as ``skeleton_renderer.json``).
 
-    ``image_size`` None means the vision tower's input size. ``num_frames`` (T') is not a
-    parameter shape, so a later stage may render a different number of frames.
+    ``image_size`` None means the tower's input size. ``num_frames`` (T') is not a parameter
+    shape, so a later stage may render a different number of frames. ``vision_size``: pixels
+    per side given to the vision tower (None: the processor's crop size); ``token_pool``:
+    average p×p image tokens of a frame into one (None: 1).
     """
 
     fmt: str = "smpl24"
@@ -59,6 +81,8 @@ class RendererSettings:
     samples_per_bone: int = 4
     nfm: bool = True
     seed: int = 0
+    vision_size: int | None = None
+    token_pool: int | None = None
 
     @classmethod
     def from_json_file(cls, path: Path) -> "RendererSettings":
@@ -84,6 +108,32 @@ def differentiable_family(lm: nn.Module) -> ModelFamily:
     return family
 
 
+def top_layer_names(names: list[str], layers: int | None) -> list[str]:
+    """The module names of ``names`` inside the top ``layers`` decoder layers (``…layers.<i>.…``);
+    ``None`` keeps all."""
+    if layers is None:
+        return names
+    index = {n: int(m.group(1)) for n in names if (m := re.search(r"\.layers\.(\d+)\.", n))}
+    if not index:
+        raise ValueError("lora_layers: no '.layers.<i>.' in the language model's module names")
+    depth = max(index.values()) + 1
+    if not 1 <= layers <= depth:
+        raise ValueError(f"lora_layers must be in [1, {depth}] (decoder layers), got {layers}")
+    return [n for n, i in index.items() if i >= depth - layers]
+
+
+def processor_size(processor: Any, hf_model: nn.Module) -> int:
+    """The image side the processor produces (its crop size), else the tower's config size."""
+    ip = processor.image_processor
+    crop = getattr(ip, "crop_size", None)
+    if isinstance(crop, dict) and crop.get("height"):
+        return int(crop["height"])
+    size = getattr(ip, "size", None)
+    if isinstance(size, dict) and (size.get("height") or size.get("shortest_edge")):
+        return int(size.get("height") or size["shortest_edge"])
+    return int(hf_model.config.vision_config.image_size)
+
+
 def build_renderer(settings: RendererSettings, vision_size: int, learnable: bool = True) -> DrAction:
     return DrAction(settings.fmt, image_size=settings.image_size or vision_size,
                     num_frames=settings.num_frames, samples_per_bone=settings.samples_per_bone,
@@ -105,11 +155,14 @@ class SkeletonLLM(nn.Module):
         self.renderer = renderer
         self.settings = settings
         self.renderer_learnable = renderer_learnable
+        if (settings.token_pool or 1) < 1:
+            raise ValueError(f"token_pool must be >= 1, got {settings.token_pool}")
         ip = processor.image_processor
         self.register_buffer("pixel_mean", torch.tensor(ip.image_mean, dtype=torch.float32).view(3, 1, 1),
                              persistent=False)
         self.register_buffer("pixel_std", torch.tensor(ip.image_std, dtype=torch.float32).view(3, 1, 1),
                              persistent=False)
+        self._image_seq_length: int | None = None
         if not renderer_learnable:
             self.renderer.requires_grad_(False)
 
@@ -125,12 +178,19 @@ class SkeletonLLM(nn.Module):
 
     @property
     def vision_size(self) -> int:
-        return int(self.hf_model.config.vision_config.image_size)
+        """Pixels per side given to the vision tower."""
+        return int(self.settings.vision_size or processor_size(self.processor, self.hf_model))
 
     @property
     def image_seq_length(self) -> int:
-        """Tokens per image (16 for the tiny model)."""
-        return int(self.hf_model.config.image_seq_length)
+        """LM tokens per frame, measured once by running the tower on a blank frame (16 for
+        the tiny model; 16 / 4 for DINOv2 at 224 / 112 px with the 4×4 pixel shuffle)."""
+        if self._image_seq_length is None:
+            with torch.no_grad():
+                blank = torch.zeros(1, 1, 3, self.vision_size, self.vision_size, device=self.device,
+                                    dtype=self.hf_model.dtype)
+                self._image_seq_length = int(self.image_tokens(blank).shape[1])
+        return self._image_seq_length
 
     @property
     def num_frames(self) -> int:
@@ -146,7 +206,7 @@ class SkeletonLLM(nn.Module):
 
     # ------------------------------------------------------------------ pixels
     def normalise(self, frames: Tensor) -> Tensor:
-        """``(..., 3, h, w)`` in [0, 1] -> resized to ``S x S`` and CLIP-normalised."""
+        """``(..., 3, h, w)`` in [0, 1] -> resized to ``S x S`` and normalised."""
         lead = frames.shape[:-3]
         x = frames.reshape(-1, *frames.shape[-3:])
         s = self.vision_size
@@ -156,8 +216,20 @@ class SkeletonLLM(nn.Module):
         return x.reshape(*lead, 3, s, s)
 
     def pixels(self, joints: Tensor, **render_kwargs: Any) -> Tensor:
-        """``(B, T, J, 3)`` clips -> ``(B, T', 3, S, S)`` model-ready pixels (differentiable)."""
-        return self.normalise(self.renderer(joints, **render_kwargs))
+        """``(B, T, J, 3)`` clips -> ``(B, T', 3, S, S)`` model-ready pixels (differentiable).
+        The renderer always runs in float32 (alpha compositing of many faint Gaussians is where
+        bf16 would lose the most, and it is cheap next to the tower)."""
+        with torch.autocast(joints.device.type, enabled=False):
+            frames = self.renderer(joints.float(), **render_kwargs)
+        return self.normalise(frames)
+
+    def image_tokens(self, pixel_values: Tensor) -> Tensor:
+        """``(B, T', 3, S, S)`` -> ``(B, T' · image_seq_length, d)``: each clip's frames as LM
+        token embeddings, in prompt order."""
+        b, t = pixel_values.shape[:2]
+        pix = pixel_values.flatten(0, 1).to(self.device, self.hf_model.dtype)
+        feats = pool_tokens(image_features(self.hf_model, pix), self.settings.token_pool or 1)
+        return feats.reshape(b, t * feats.shape[1], feats.shape[2])
 
     # ------------------------------------------------------------------ log-likelihood
     def answer_logprobs(self, pixel_values: Tensor, input_ids: Tensor, attention_mask: Tensor,
@@ -166,7 +238,8 @@ class SkeletonLLM(nn.Module):
 
         pixel_values ``(B, T', 3, S, S)``; text rows ``(N, L)`` right-padded; ``clip_index (N,)``
         says which clip row ``n`` shows (default ``arange(B)``, then ``N == B``). Row ``n``'s
-        prompt must hold ``T' · image_seq_length`` image tokens.
+        prompt must hold ``T' · image_seq_length`` image tokens. The vision tower runs once per
+        clip however many rows show it.
         """
         n = input_ids.shape[0]
         if clip_index is None:
@@ -174,13 +247,11 @@ class SkeletonLLM(nn.Module):
                 raise ValueError(f"{pixel_values.shape[0]} clips but {n} text rows; give clip_index")
             clip_index = torch.arange(n)
         device = self.device
-        pix = pixel_values[clip_index.to(pixel_values.device)].flatten(0, 1)
-        logits = self.lm(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                         pixel_values=pix.to(device, self.hf_model.dtype), use_cache=False).logits
-        tokens = input_ids[:, 1:].to(device)
-        mask = target_mask[:, 1:].to(device).to(torch.float32)
-        logps = selective_log_softmax(logits[:, :-1], tokens)
-        return (logps * mask).sum(1), mask.sum(1)
+        images = self.image_tokens(pixel_values)[clip_index.to(device)]
+        input_ids = input_ids.to(device)
+        embeds = embed_with_images(self.hf_model, input_ids, images)
+        hidden = run_decoder(decoder_of(self.hf_model), embeds, attention_mask.to(device))
+        return target_logprobs(self.hf_model, hidden, input_ids, target_mask.to(device))
 
     def forward(self, joints: Tensor, input_ids: Tensor, attention_mask: Tensor, target_mask: Tensor,
                 clip_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -190,10 +261,14 @@ class SkeletonLLM(nn.Module):
 
     # ------------------------------------------------------------------ what trains
     def set_train_parts(self, parts: Iterable[str], lora_r: int = 16, lora_alpha: float = 32.0,
-                        lora_dropout: float = 0.0) -> list[str]:
+                        lora_dropout: float = 0.0, lm_head: bool | None = None,
+                        lora_layers: int | None = None) -> list[str]:
         """Freeze everything, then unfreeze ``parts`` (subset of renderer/projector/lora);
-        ``lora`` wraps the language model's linear layers with a fresh PEFT adapter. Returns the
-        trainable parameter names. The renderer stays frozen when ``renderer_learnable`` is off.
+        ``lora`` wraps the language model's linear layers with a fresh PEFT adapter (only those
+        of the top ``lora_layers`` decoder layers if given), plus a trainable copy of the LM head
+        when ``lm_head`` (None: when the head is not tied to the input embeddings, see
+        :data:`LORA_FULL_MODULES`). Returns the trainable parameter names. The renderer stays
+        frozen when ``renderer_learnable`` is off.
         """
         parts = set(parts)
         unknown = parts - set(PARTS)
@@ -202,10 +277,14 @@ class SkeletonLLM(nn.Module):
         if "lora" in parts and not self.is_lora:
             from peft import LoraConfig, get_peft_model
 
-            targets = language_model_linear_names(self.lm, DEFAULT_TARGETS)
+            if lm_head is None:
+                lm_head = not self.lm_head_tied()
+            targets = top_layer_names(language_model_linear_names(self.lm, DEFAULT_TARGETS),
+                                      lora_layers)
             self.lm = get_peft_model(self.lm, LoraConfig(
                 r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                target_modules=targets, bias="none", modules_to_save=list(LORA_FULL_MODULES)))  # fmt: skip
+                target_modules=targets, bias="none",
+                modules_to_save=list(LORA_FULL_MODULES) if lm_head else None))  # fmt: skip
         self.requires_grad_(False)
         if "renderer" in parts and self.renderer_learnable:
             self.renderer.requires_grad_(True)
@@ -221,6 +300,11 @@ class SkeletonLLM(nn.Module):
         if not names:
             raise ValueError(f"train_parts {sorted(parts)}: no trainable parameters (fixed renderer?)")
         return names
+
+    def lm_head_tied(self) -> bool:
+        """Whether the output head shares its weight with the input embeddings."""
+        base = self.hf_model
+        return base.get_output_embeddings().weight is base.get_input_embeddings().weight
 
     def renderer_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.renderer.parameters() if p.requires_grad]
@@ -247,8 +331,8 @@ class SkeletonLLM(nn.Module):
         """Load a SkeletonLLM folder or a plain HF image-text folder.
 
         ``settings``: used for a folder without ``skeleton_renderer.json``; for a SkeletonLLM
-        folder only its ``num_frames`` applies (the rest is fixed by the saved weights, and a
-        different ``fmt`` is an error naming both).
+        folder only its ``num_frames`` and, when set, ``vision_size`` / ``token_pool`` apply (the
+        rest is fixed by the saved weights, and a different ``fmt`` is an error naming both).
         """
         path = Path(path)
         if not (path / "config.json").is_file():
@@ -263,10 +347,12 @@ class SkeletonLLM(nn.Module):
                                  f"the config asks for {settings.fmt!r}")
             if settings is not None:
                 stored.num_frames = settings.num_frames
+                stored.vision_size = settings.vision_size or stored.vision_size
+                stored.token_pool = settings.token_pool or stored.token_pool
             settings = stored
         settings = settings or RendererSettings()
         differentiable_family(lm)
-        vision_size = int(lm.config.vision_config.image_size)
+        vision_size = int(settings.vision_size or processor_size(processor, lm))
         renderer = build_renderer(settings, vision_size, learnable=True)
         if (path / RENDERER_WEIGHTS).is_file():
             load_module(renderer, path / RENDERER_WEIGHTS)

@@ -41,7 +41,8 @@ log = logging.getLogger("posrft.skeleton")
 def renderer_settings(cfg: SkeletonConfig) -> RendererSettings:
     return RendererSettings(fmt=cfg.skeleton_format, num_frames=cfg.num_render_frames,
                             image_size=cfg.render_size, samples_per_bone=cfg.samples_per_bone,
-                            nfm=cfg.renderer_nfm, seed=cfg.seed)
+                            nfm=cfg.renderer_nfm, seed=cfg.seed, vision_size=cfg.vision_size,
+                            token_pool=cfg.token_pool)
 
 
 def parameter_groups(cfg: SkeletonConfig, model: SkeletonLLM) -> list[dict]:
@@ -75,6 +76,15 @@ def load_model(cfg: SkeletonConfig) -> SkeletonLLM:
                                        cfg.renderer_learnable)
 
 
+def extra_unseen_sets(cfg: SkeletonConfig) -> dict[str, list[str]]:
+    """``{name: unseen classes}`` of ``eval_unseen_splits`` (same seen classes, checked by the
+    config); the name is the split with '/' made '_' (``novel/mirror`` -> ``novel_mirror``)."""
+    from posrft.data.action_classes import zero_shot_split
+
+    return {s.replace("/", "_").replace(":", "_"): zero_shot_split(s)[1]
+            for s in cfg.eval_unseen_splits}
+
+
 def run_skeleton(cfg: SkeletonConfig, data=None) -> Path:
     """Train one stage, export ``OUTPUT_DIR/final`` (and ``OUTPUT_DIR/eval.json`` when
     ``eval_at_end``); returns the final folder. ``data`` (an ActionData) skips loading."""
@@ -84,14 +94,16 @@ def run_skeleton(cfg: SkeletonConfig, data=None) -> Path:
     if data is None:
         data = load_action_data(cfg.dataset_path, formats=formats, class_split=cfg.class_split,
                                 clips_per_class=cfg.clips_per_class, num_frames=cfg.clip_frames,
-                                seed=cfg.data_seed)  # fmt: skip
+                                seed=cfg.data_seed, val_fraction=cfg.val_fraction,
+                                test_fraction=cfg.test_fraction)  # fmt: skip
     train = data.get(cfg.dataset_train_split, cfg.skeleton_format).subset(data.seen)
     if len(train) == 0:
         raise ValueError(f"split {cfg.dataset_train_split!r} has no {cfg.skeleton_format!r} clips "
                          f"of the seen classes {data.seen}")
     model = load_model(cfg)
     source = make_source(cfg, model, train, data, acc.is_main_process, acc.wait_for_everyone)
-    names = model.set_train_parts(cfg.parts, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    names = model.set_train_parts(cfg.parts, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
+                                  lm_head=cfg.train_lm_head, lora_layers=cfg.lora_layers)
     log.info("stage %s: %d trainable tensors (%s)", cfg.stage, len(names), cfg.train_parts)
     skip_scalar_broadcast(model)
     learner = Learner(cfg, acc, model, run_name=f"skeleton-{cfg.stage}", total_steps=cfg.max_steps,
@@ -141,7 +153,7 @@ def run_skeleton(cfg: SkeletonConfig, data=None) -> Path:
             info["eval"] = evaluate_all(
                 trained, data, split=cfg.dataset_eval_split, fmt=cfg.skeleton_format,
                 cross_format=cfg.cross_format, num_choices=cfg.num_choices, seed=cfg.seed,
-                captions=cfg.eval_captions,
+                captions=cfg.eval_captions, extra_unseen=extra_unseen_sets(cfg), bf16=cfg.bf16,
             )  # fmt: skip
             log.info("eval: %s", json.dumps({k: v for k, v in info["eval"].items()
                                               if k.endswith("top1")}))
