@@ -49,9 +49,10 @@ from skeleton_report import METRICS, VARIANTS, render_markdown, summarise  # noq
 
 FINAL_DIRS = {"fixed_renderer": "fixed_refine", "draction": "draction_refine",
               "draction+discft": "discft_refine", "draction+discft+crdistill": "crdistill_refine"}
-#: Settings (chosen on val: docs/results/skeleton_tuning.md). Steps are optimizer steps of
-#: ``batch`` clips; the reading (112 px, 4 tokens per frame, T' = 6, bf16 autocast) is what the
-#: step-cost benchmark found affordable (benchmarks/skeleton_step.py, skeleton_probe.py).
+#: Settings: the recipes' (recipes/skeleton/*.yaml), on one process with batch 8 (the recipes:
+#: 2 processes × 4). Steps are optimizer steps of ``batch`` clips; the reading (112 px, 4 tokens
+#: per frame, T' = 6, bf16 autocast) is what the step-cost benchmark found affordable
+#: (benchmarks/skeleton_step.py: docs/results/skeleton_step.json).
 PLANS = {
     "full": dict(clips_per_class=30, warmup=150, discft=60, crdistill=60, refine=50, seeds=(0, 1, 2),
                  eval_unseen=10, eval_seen=3, eval_captions=2, caption_tokens=32),

@@ -35,6 +35,8 @@ def test_recipes_parse_into_the_four_stages():
     assert set(stages) == {"warmup", "discft", "crdistill", "refine"}
     assert stages["refine"].parts == {"projector", "lora"}  # renderer frozen in refinement
     assert stages["crdistill"].teacher_spec == {"kind": "kinematic"}
+    assert {c.class_split for c in stages.values()} == {"novel"}
+    assert all(c.eval_unseen_splits == ["novel/mirror"] for c in stages.values())
     cfg = parse(["--config", str(RECIPES[0]), "--num_render_frames", "3"])
     assert cfg.num_render_frames == 3
 
@@ -52,6 +54,10 @@ def test_recipes_parse_into_the_four_stages():
     ({"use_peft": True}, "use_peft"),
     ({"freeze_vision_tower": False}, "freeze_vision_tower"),
     ({"caption_fraction": 1.5}, "caption_fraction"),
+    ({"class_split": "novel", "eval_unseen_splits": ["16/4"]}, "eval_unseen_splits.*other seen"),
+    ({"eval_unseen_splits": ["nope"]}, "eval_unseen_splits"),
+    ({"vision_size": 0}, "vision_size"),
+    ({"token_pool": 0}, "token_pool"),
 ])  # fmt: skip
 def test_bad_config_names_the_field(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -180,7 +186,8 @@ def test_posrft_train_warmup_recipe_through_the_launch_path(tmp_path, tiny_model
     spec = yaml.safe_load(open("recipes/skeleton/warmup.yaml"))
     spec.update({"model_name_or_path": str(tiny_model_dir), "dataset_path": str(action_dir),
                  "output_dir": str(out), "max_steps": 2, "per_device_train_batch_size": 2,
-                 "num_render_frames": 2, "save_steps": 2, "eval_at_end": False, "logging_steps": 1})  # fmt: skip
+                 "num_render_frames": 2, "save_steps": 2, "eval_at_end": False, "logging_steps": 1,
+                 "vision_size": None})  # the tiny CLIP reads 56 px only  # fmt: skip
     recipe.write_text(yaml.safe_dump(spec))
     assert launch(recipe, accelerate_config="recipes/accelerate/zero2.yaml") == 0
     log = [json.loads(line) for line in open(out / "metrics.jsonl")]

@@ -12,12 +12,16 @@ crdistill   teacher rationale ending "Label: x"            renderer+projector+lo
 refine      multiple choice (+ captions)                   projector+lora
 ==========  ===========================================  ==============================
 
-The paper's warm-up trains the renderer alone in front of a *pretrained* MLLM. The offline tiny
-model (``posrft model init-tiny``) is random, so nothing downstream of the renderer knows what to
-read from the pictures or how to answer: with ``renderer+projector`` the answer loss stayed at
-7.3 nats/token (uniform: 7.7) after 150 steps and accuracy at chance. The default warm-up
-therefore trains the language side too (``train_parts: renderer`` gives the paper's setting).
-Stages chain by pointing ``model_name_or_path`` at the previous stage's ``OUTPUT_DIR/final``.
+The paper's warm-up trains the renderer alone in front of a pretrained MLLM whose projector was
+aligned on image-text pairs. Offline there is no such alignment: the projector of ``posrft model
+init-pretrained`` (the recipes' start, ``runs/smol-dino``: DINOv2-small + SmolLM2-135M) is new,
+and the tiny model (``init-tiny``) is random throughout; on the tiny model ``renderer+projector``
+left the answer loss at 7.3 nats/token (uniform: 7.7) after 150 steps and accuracy at chance.
+The default warm-up therefore trains the projector and LoRA too (``train_parts: renderer`` gives
+the paper's setting). Stages chain by pointing ``model_name_or_path`` at the previous stage's
+``OUTPUT_DIR/final``; the recipes use the ``novel`` zero-shot split (``class_split``) with
+``novel/mirror`` as a second test set (``eval_unseen_splits``); the field defaults (``16/4``)
+keep the preset split of the tiny-model results.
 """
 
 from __future__ import annotations
