@@ -68,6 +68,10 @@ class BaseTrainConfig:
     lora_r: int = field(default=16, **_help("LoRA rank."))
     lora_alpha: int = field(default=32, **_help("LoRA alpha."))
     lora_dropout: float = field(default=0.0, **_help("LoRA dropout."))
+    lora_layers: Optional[int] = field(default=None, **_help("LoRA only in the last N decoder layers "
+        "(default: all). With the projector frozen, backward stops below them."))  # fmt: skip
+    train_projector: bool = field(default=True, **_help("Train the multimodal projector (with "
+        "use_peft, as a PEFT modules_to_save copy; without, it follows freeze_vision_tower)."))  # fmt: skip
     freeze_vision_tower: bool = field(default=True, **_help("Keep the vision encoder frozen."))
 
     # ---- bookkeeping
@@ -101,6 +105,8 @@ class BaseTrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.warmup_steps > self.max_steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})")
+        if self.lora_layers is not None and self.lora_layers < 1:
+            raise ValueError(f"lora_layers must be >= 1, got {self.lora_layers}")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
 
