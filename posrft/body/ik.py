@@ -47,7 +47,8 @@ import torch
 from torch import Tensor
 
 from posrft.body.formats import SkeletonFormat, get_format
-from posrft.body.ik_init import NUM_JOINTS, fk_globals, initial_scale, initialise, known_joints
+from posrft.body.ik_init import NUM_JOINTS, fk_globals, initial_betas, initial_scale, initialise
+from posrft.body.ik_init import known_joints
 from posrft.body.ik_init import parents_tensor, tree
 from posrft.body.rotations import rotmat_to_pose6d
 
@@ -403,11 +404,18 @@ def _solve(y, conf, w, rest, shape_dirs, prior, hinges, mode, iterations, lam_s,
         scale0 = torch.ones(b, dtype=y.dtype)
     else:
         scale0 = initial_scale(y, conf, rest, known)
-    rot, transl = initialise(y, conf, w, rest, scale0, hinges)
     nb = 0 if shape_dirs is None else shape_dirs.shape[-1]
+    if nb:
+        beta0 = initial_betas(y, conf, rest, shape_dirs, known, max(lam_b, 1e-3))
+        shaped = rest + torch.einsum("jcn,bn->bjc", shape_dirs, beta0)
+        rot, transl = initialise(y, conf, w, shaped, scale0, hinges)
+        transl = transl + rest[0] - shaped[:, 0]  # X_0 = J_0 + S_0 beta + t
+    else:
+        beta0 = torch.zeros(b, 0, dtype=y.dtype)
+        rot, transl = initialise(y, conf, w, rest, scale0, hinges)
     sigma0 = scale0.log()
     zeros = torch.zeros(b, NUM_JOINTS, dtype=y.dtype)
-    st = _State(rot, transl, sigma0.clone(), zeros, torch.zeros(b, nb, dtype=y.dtype))
+    st = _State(rot, transl, sigma0.clone(), zeros, beta0)
     mu = torch.full((b,), 1e-4, dtype=y.dtype)
     active = torch.arange(b)  # poses still improving: later iterations solve only those
     it = 0

@@ -123,14 +123,14 @@ def _hinge_twist(g: Tensor, d: Tensor, e: Tensor, b_c: Tensor, axis: Tensor) -> 
     bend (rest child bone ``b_c``, target child bone ``e``, flexion axis ``axis`` in the
     child's frame) is a positive rotation about the hinge (module docstring, step 1).
 
-    g (B, 3, 3), d, e (B, 3), b_c, axis (3,) -> twisted g (B, 3, 3); unchanged where the
+    g (B, 3, 3), d, e, b_c (B, 3), axis (3,) -> twisted g (B, 3, 3); unchanged where the
     chain is nearly straight (the twist is then not determined by the grandchild).
     """
     d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     e = e / e.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    bc = b_c / b_c.norm().clamp_min(1e-12)
-    h0 = (g @ axis)  # (B, 3)
-    kappa = (bc * axis).sum()
+    bc = b_c / b_c.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    h0 = g @ axis  # (B, 3)
+    kappa = (bc * axis).sum(-1)
     ed, dh = (e * d).sum(-1), (d * h0).sum(-1)
     a = (e * h0).sum(-1) - ed * dh
     b = (e * torch.linalg.cross(d, h0, dim=-1)).sum(-1)
@@ -143,7 +143,7 @@ def _hinge_twist(g: Tensor, d: Tensor, e: Tensor, b_c: Tensor, axis: Tensor) -> 
     for sign in (1.0, -1.0):
         tau = phi + sign * base
         gt = roma.rotvec_to_rotmat(d * tau[:, None]) @ g
-        u = gt @ bc  # child bone direction with the child at rest
+        u = (gt @ bc[..., None])[..., 0]  # child bone direction with the child at rest
         flex = (torch.linalg.cross(u, e, dim=-1) * (gt @ axis)).sum(-1)
         ok = flex > 0
         take = ok & (~best_ok | (tau.abs() < best.abs()))
@@ -175,9 +175,37 @@ def initial_scale(y, conf, rest, known) -> Tensor:
     return torch.where(torch.isfinite(med), med, torch.ones_like(med))
 
 
+def initial_betas(y, conf, rest, shape_dirs, known, weight) -> Tensor:
+    """Shape coefficients (B, nb) whose bone lengths match the target's, linearised:
+    ``|b_k + dS_k beta| ~ |b_k| + u_k . dS_k beta`` over bones with both joints known,
+    solved as ridge least squares (``weight`` per coefficient)."""
+    b, nb = y.shape[0], shape_dirs.shape[-1]
+    rows, rhs, wts = [], [], []
+    for k, row in known.items():
+        p = SMPL24_PARENTS[k]
+        if p < 0 or p not in known:
+            continue
+        bone = rest[k] - rest[p]
+        length = bone.norm()
+        if length < 1e-6:
+            continue
+        rows.append((bone / length) @ (shape_dirs[k] - shape_dirs[p]))  # (nb,)
+        rhs.append((y[:, row] - y[:, known[p]]).norm(dim=-1) - length)  # (B,)
+        wts.append(((conf[:, row] > 0) & (conf[:, known[p]] > 0)).to(y.dtype))
+    if not rows:
+        return torch.zeros(b, nb, dtype=y.dtype)
+    a = torch.stack(rows)  # (E, nb)
+    r, wt = torch.stack(rhs, 1), torch.stack(wts, 1)  # (B, E)
+    lhs = torch.einsum("be,ei,ej->bij", wt, a, a) + weight**2 * torch.eye(nb, dtype=y.dtype)
+    return torch.linalg.solve(lhs, torch.einsum("be,ei->bi", wt * r, a)[..., None])[..., 0]
+
+
 def initialise(y, conf, w, rest, scale, hinges):
-    """Rotations and translation of step 1 (module docstring) -> (R (B, 24, 3, 3), t (B, 3))."""
+    """Rotations and translation of step 1 (module docstring) -> (R (B, 24, 3, 3), t (B, 3)).
+
+    ``rest`` (24, 3) or per pose (B, 24, 3); ``scale`` (B,) bone length factor."""
     b = y.shape[0]
+    rest = rest.expand(b, NUM_JOINTS, 3) if rest.ndim == 2 else rest
     known = known_joints(w)
     eye = torch.eye(3, dtype=y.dtype).expand(b, 3, 3)
     glob: list[Tensor | None] = [None] * NUM_JOINTS
@@ -191,7 +219,7 @@ def initialise(y, conf, w, rest, scale, hinges):
     # root: rigid registration of the rest anchors (and the pelvis itself when known)
     anchors = _anchors(0, known) + ([0] if 0 in known else [])
     if anchors:
-        src = torch.stack([(rest[a] - rest[0]).expand(b, 3) * s for a in anchors], 1)
+        src = torch.stack([(rest[:, a] - rest[:, 0]) * s for a in anchors], 1)
         dst = torch.stack([target(a)[0] for a in anchors], 1)
         wt = torch.stack([target(a)[1] for a in anchors], 1)
         wsum = wt.sum(1, keepdim=True).clamp_min(1e-12)
@@ -205,17 +233,17 @@ def initialise(y, conf, w, rest, scale, hinges):
             have = conf[:, known[0]] > 0
             root = torch.where(have[:, None], y[:, known[0]], root)
     else:
-        g0, root = eye, rest[0].expand(b, 3).clone()
+        g0, root = eye, rest[:, 0].clone()
     glob[0], pos[0] = g0, root
     rot[:, 0] = g0
     for j in range(1, NUM_JOINTS):
         p = SMPL24_PARENTS[j]
-        pos[j] = pos[p] + (glob[p] @ ((rest[j] - rest[p]) * s)[..., None])[..., 0]
+        pos[j] = pos[p] + (glob[p] @ ((rest[:, j] - rest[:, p]) * s)[..., None])[..., 0]
         anchors = _anchors(j, known)
         if not anchors:
             glob[j] = glob[p]
             continue
-        src = torch.stack([(rest[a] - rest[j]).expand(b, 3) * s for a in anchors], 1)
+        src = torch.stack([(rest[:, a] - rest[:, j]) * s for a in anchors], 1)
         dst = torch.stack([target(a)[0] - pos[j] for a in anchors], 1)
         wt = torch.stack([target(a)[1] for a in anchors], 1)
         g = _kabsch_or_swing(src, dst, wt, glob[p])
@@ -227,12 +255,12 @@ def initialise(y, conf, w, rest, scale, hinges):
                 gc = grand[0]
                 e = target(gc)[0] - target(c)[0]
                 axis = torch.as_tensor(hinges[c], dtype=y.dtype)
-                g_tw = _hinge_twist(g, dst[:, 0], e, rest[gc] - rest[c], axis)
+                g_tw = _hinge_twist(g, dst[:, 0], e, rest[:, gc] - rest[:, c], axis)
                 have = (target(gc)[1] > 0) & (target(c)[1] > 0)
                 g = torch.where(have[:, None, None], g_tw, g)
         glob[j] = g
         rot[:, j] = glob[p].transpose(-1, -2) @ g
-    transl = root - rest[0]
+    transl = root - rest[:, 0]
     return rot, transl
 
 
