@@ -259,3 +259,77 @@ def test_caption_arguments_are_checked(poses):
         captioner.caption_pose(poses.joints[0], np.random.default_rng(0), min_codes=3, max_codes=2)
     with pytest.raises(ValueError, match="expected"):
         captioner.caption_poses(poses.joints[0], seed=0)
+
+
+# ------------------------------------------------------------- floor, body size, distinctiveness
+
+
+def _independent_floor(clip: np.ndarray) -> float:
+    """The documented clip floor, recomputed: 10th percentile of per-frame lowest support."""
+    lows = [float((frame[:, 1] - OFFSET).min()) for frame in clip]
+    return float(np.percentile(lows, 10))
+
+
+def test_a_jump_clip_is_in_the_air_against_one_floor():
+    clip = make_clip("jump up", num_frames=40, seed=3,
+                     subject=Subject(scale=1.0, amplitude=1.1, noise=0.0)).astype(np.float64)
+    floor = _independent_floor(clip)
+    assert posecodes.estimate_floor(clip) == pytest.approx(floor, abs=1e-9)
+    lift = (clip[:, :, 1] - OFFSET).min(1) - floor  # lowest support point above the floor
+    caps = captioner.caption_clip(clip, seed=0, min_codes=5, max_codes=5)
+    per_frame = posecodes.extract(clip, version=2)  # no floor given: each frame's own
+    codes = posecodes.extract(clip, floor, version=2)
+    flying = [i for i, c in enumerate(codes) if "airborne" in c or "jumping" in c]
+    assert flying and all(lift[i] >= 0.13 - 1e-9 for i in flying)
+    assert all(i in flying for i in np.nonzero(lift > 0.15)[0])  # every frame > 15 cm up
+    assert not any("airborne" in c or "jumping" in c for c in per_frame)
+    stated = [i for i, c in enumerate(caps) if any(k in ("airborne", "jumping") for k, _ in c.codes)]
+    assert stated and set(stated) <= set(flying)
+    for i, cap in enumerate(caps):  # faithful, with the clip's floor
+        assert cap.ground == pytest.approx(floor)
+        for rel in cap.relations:
+            assert _holds(rel, clip[i], cap.ground), (i, cap.text, rel)
+
+
+def test_distances_are_measured_in_the_bodys_own_units(poses):
+    j = poses.joints[:200].astype(np.float64)
+    pelvis = j[:, :1]
+    big = (j - pelvis) * 1.25 + pelvis  # a larger body in the same poses
+    v2 = posecodes.extract(j, version=2), posecodes.extract(big, version=2)
+    v1 = posecodes.extract(j, version=1), posecodes.extract(big, version=1)
+
+    def on_floor(key, version):  # contacts are in metres: a larger body is higher up
+        d = posecodes.get_def(key, version)
+        rels = d.relations if isinstance(d, posecodes.SuperDef) else (d.relation(d.bins[0][0]),)
+        return any(r.kind in ("floor", "ground") for r in rels)
+
+    def body_codes(codes, version=2):
+        return [{k: c for k, c in d.items() if not on_floor(k, version)} for d in codes]
+
+    assert body_codes(v2[0]) == body_codes(v2[1])
+    assert body_codes(v1[0], 1) != body_codes(v1[1], 1)
+    # "shoulder width apart" is the body's own shoulder width
+    rel = posecodes.get_def("dist:feet").relation("shoulder width")
+    for x in j[:50]:
+        width = np.linalg.norm(x[J["left_foot"]] - x[J["right_foot"]]) / _shoulders(x)
+        assert _holds(rel, x) == (0.75 - 1e-9 <= width <= 1.3 + 1e-9)
+
+
+def test_distinctive_captions_tell_a_pose_from_its_neighbours():
+    s = sample_poses(3000, seed=77, yaw_deg=0.0)
+    fam = np.array(s.family)
+    for family in ("squatting", "sports"):
+        idx = np.nonzero(fam == family)[0][:80]
+        j, g = s.joints[idx], s.ground[idx]
+        fits = {}
+        for version in (1, 2):
+            caps = captioner.caption_poses(j, seed=0, version=version,
+                                           ground=g if version == 2 else None)  # fmt: skip
+            n = []
+            for cap in caps:  # how many of the family's poses the caption fits
+                ok = np.ones(len(j), dtype=bool)
+                for rel in cap.relations:
+                    ok &= rel.holds(j, g if version == 2 else None)
+                n.append(ok.sum())
+            fits[version] = np.mean(n)
+        assert fits[2] < 0.8 * fits[1], (family, fits)

@@ -35,8 +35,9 @@ TRIVIAL_FREQ = 0.5
 RARE_FREQ = 0.03
 POOL_SIZE = 2000
 POOL_SEED = 1234
-NEAR, FAR = 20, 20
-FAR_WEIGHT = 0.5
+NEAR, NEAR_WEIGHT = 20, 2.0
+FIRST_BY_RARITY = 0  # codes taken by rarity before the distinctive ones
+RARITY_WEIGHTED = False  # weigh each code's gain by its rarity -log f
 
 
 @lru_cache(maxsize=2)
@@ -121,27 +122,26 @@ class ContrastPool:
         codes, holds = pc.codeset(version).holds_matrix(joints, ground)
         return cls(canon, {c: i for i, c in enumerate(codes)}, holds)
 
-    def distractors(self, joints: np.ndarray, rng_seed: int = 0,
-                    near: int = NEAR, far: int = FAR) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """Per query pose (B, 24, 3): distractor indices (B, near + far) and weights.
-
-        The nearest are by MPJPE (a pose closer than 1 mm is the query itself and skipped);
-        the far ones are drawn uniformly with ``default_rng([rng_seed, i])``."""
+    def distractors(self, joints: np.ndarray, near: int | None = None,
+                    near_weight: float | None = None) -> np.ndarray:  # fmt: skip
+        """Distractor weights (B, N) over the pool for query poses (B, 24, 3): 1 for every
+        pool pose, ``1 + near_weight`` for the ``near`` nearest by MPJPE, 0 for the query
+        itself (a pool pose closer than 1 mm)."""
+        near = NEAR if near is None else near
+        near_weight = NEAR_WEIGHT if near_weight is None else near_weight
         q = pc.body_frame(np.asarray(joints, dtype=np.float64))
         q = torch.from_numpy(q - q[:, :1])
         ref = torch.from_numpy(self.canon)
-        n = len(ref)
-        near = min(near, n - 1)
+        near = min(near, len(ref) - 1)
         out = []
         for s in range(0, len(q), 256):
             d = (q[s : s + 256, None] - ref[None]).norm(dim=-1).mean(-1)  # (b, N) MPJPE
-            d = torch.where(d < 1e-3, torch.inf, d)
-            out.append(d.topk(near, largest=False).indices.numpy())
-        idx_near = np.concatenate(out) if out else np.zeros((0, near), int)
-        idx_far = np.stack([np.random.default_rng([rng_seed, i]).choice(n, far, replace=False)
-                            for i in range(len(q))]) if len(q) else np.zeros((0, far), int)  # fmt: skip
-        w = np.concatenate([np.ones(near), np.full(far, FAR_WEIGHT)])
-        return np.concatenate([idx_near, idx_far], 1), np.broadcast_to(w, (len(q), len(w)))
+            w = torch.ones_like(d)
+            if near > 0 and near_weight:
+                nearest = torch.where(d < 1e-3, torch.inf, d).topk(near, largest=False).indices
+                w.scatter_(1, nearest, 1.0 + near_weight)
+            out.append(torch.where(d < 1e-3, 0.0, w).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(ref)))
 
 
 @lru_cache(maxsize=1)
@@ -162,14 +162,24 @@ def select_distinctive(codes: dict[str, str], rng: np.random.Generator, lo: int,
     remaining = np.asarray(weights, dtype=np.float64).copy()
     chosen: list[tuple[str, str]] = []
     whole_used = False
+    if FIRST_BY_RARITY:
+        first = select_by_rarity(dict(cand), rng, 1, 1, whole_keys, version=2,
+                                 k=min(FIRST_BY_RARITY, k))  # fmt: skip
+        for x in first:
+            chosen.append(x)
+            cand.remove(x)
+            remaining = remaining * holds[:, columns[x]]
+            whole_used |= x[0] in whole_keys
     while len(chosen) < k and cand:
         ok = [x for x in cand if not (whole_used and x[0] in whole_keys)]
         if not ok:
             break
-        gain = np.array([(remaining * ~holds[:, columns[x]]).sum() for x in ok])
+        gain = remaining @ ~holds[:, [columns[x] for x in ok]]
         if gain.max() <= 0:
             break
         score = gain * rng.uniform(0.8, 1.2, size=len(gain))
+        if RARITY_WEIGHTED:
+            score = score * np.array([-math.log(freq(x, 2)) for x in ok])
         best = ok[int(score.argmax())]
         chosen.append(best)
         cand.remove(best)

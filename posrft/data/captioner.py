@@ -404,9 +404,9 @@ def caption_poses(
     out = []
     if version == 2:
         pool = pool or sel.default_pool()
-        idx, weights = pool.distractors(j, rng_seed=seed)
+        weights = pool.distractors(j)
     for i, c in enumerate(codes):
-        dis = (pool.holds[idx[i]], weights[i], pool.codes) if version == 2 else None
+        dis = (pool.holds, weights[i], pool.codes) if version == 2 else None
         out.append(caption_from_codes(
             c, np.random.default_rng([seed, i, *salt]), version=version, distractors=dis,
             ground=None if g is None else float(g[i]), **kw))  # fmt: skip
@@ -422,8 +422,7 @@ def caption_pose(joints: np.ndarray, rng: np.random.Generator, *, ground: float 
     dis = None
     if version == 2:
         pool = sel.default_pool()
-        idx, weights = pool.distractors(j, rng_seed=int(rng.integers(2**31)))
-        dis = (pool.holds[idx[0]], weights[0], pool.codes)
+        dis = (pool.holds, pool.distractors(j)[0], pool.codes)
     return caption_from_codes(codes, rng, version=version, distractors=dis,
                               ground=None if g is None else float(g[0]), **kw)  # fmt: skip
 

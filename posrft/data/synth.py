@@ -173,13 +173,54 @@ def _choice(options: Sequence[str], seed: int, i: int, salt: int) -> str:
     return options[int(np.random.default_rng([seed, i, salt]).integers(len(options)))]
 
 
-def _split(rows: dict, features: Features, sizes: tuple[int, int, int]) -> DatasetDict:
+def split_rows(rows: dict, features: Features, sizes: tuple[int, int, int]) -> DatasetDict:
+    """Consecutive ``train`` / ``val`` / ``test`` ranges of ``rows`` (sizes in that order)."""
     out, start = {}, 0
     for name, size in zip(SPLITS, sizes):
         part = {k: v[start : start + size] for k, v in rows.items()}
         out[name] = Dataset.from_dict(part, features=features)
         start += size
     return DatasetDict(out)
+
+
+def add_text_prompts(rows: dict, seed: int) -> dict:
+    """Text->pose ``prompt`` (instruction + caption) and ``completion`` columns, in place."""
+    n = len(rows["caption"])
+    rows["prompt"] = [
+        _user([{"type": "text", "text": _choice(T2P_INSTRUCTIONS, seed, i, 1) + cap}])
+        for i, cap in enumerate(rows["caption"])
+    ]
+    rows["completion"] = [_assistant(_choice(RESPONSES, seed, i, 2)) for i in range(n)]
+    return rows
+
+
+def add_pictures(rows: dict, joints: torch.Tensor, seed: int, image_size: int = 56,
+                 style: str = "mesh") -> dict:  # fmt: skip
+    """Image->pose ``images``, ``prompt``, ``completion``, ``camera`` and ``keypoints_2d``
+    columns for the poses ``rows["gt_pose"]`` with joints (N, 24, 3), in place."""
+    from posrft.data.views import render_people
+
+    if int(image_size) != image_size or image_size < 8:
+        raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}")
+    n = len(rows["gt_pose"])
+    with single_thread():
+        images, cam = render_people(np.asarray(rows["gt_pose"], np.float32), joints, seed,
+                                    image_size=image_size, style=style)  # fmt: skip
+        uv, _ = cam.project(joints.double())
+    rows["images"] = [[im] for im in images]
+    rows["prompt"] = [
+        _user([{"type": "image", "text": None},
+               {"type": "text", "text": _choice(I2P_INSTRUCTIONS, seed, i, 1)}])
+        for i in range(n)
+    ]  # fmt: skip
+    rows["completion"] = [_assistant(_choice(RESPONSES, seed, i, 2)) for i in range(n)]
+    rows["camera"] = [
+        {"fx": cam.fx, "fy": cam.fy, "cx": cam.cx, "cy": cam.cy, "width": cam.width,
+         "height": cam.height, "R": cam.R[i].tolist(), "t": cam.t[i].tolist()}
+        for i in range(n)
+    ]  # fmt: skip
+    rows["keypoints_2d"] = uv.float().numpy().tolist()
+    return rows
 
 
 def build_text2pose(
@@ -190,12 +231,8 @@ def build_text2pose(
     _check_sizes(n_train, n_val, n_test)
     n = n_train + n_val + n_test
     rows, _ = _base_rows(n, seed, 0.0, prior_version, captioner_version)
-    rows["prompt"] = [
-        _user([{"type": "text", "text": _choice(T2P_INSTRUCTIONS, seed, i, 1) + cap}])
-        for i, cap in enumerate(rows["caption"])
-    ]
-    rows["completion"] = [_assistant(_choice(RESPONSES, seed, i, 2)) for i in range(n)]
-    dd = _split(rows, TEXT2POSE_FEATURES, (n_train, n_val, n_test))
+    add_text_prompts(rows, seed)
+    dd = split_rows(rows, TEXT2POSE_FEATURES, (n_train, n_val, n_test))
     if out_dir is not None:
         save_dataset(dd, out_dir)
     return dd
@@ -214,31 +251,11 @@ def build_image2pose(
     captioner_version: int = 2,
 ) -> DatasetDict:
     """The image->pose dataset (module docstring); pictures from :mod:`posrft.data.views`."""
-    from posrft.data.views import render_people
-
     _check_sizes(n_train, n_val, n_test)
-    if int(image_size) != image_size or image_size < 8:
-        raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}")
     n = n_train + n_val + n_test
     rows, joints = _base_rows(n, seed, 180.0, prior_version, captioner_version)
-    with single_thread():
-        images, cam = render_people(np.asarray(rows["gt_pose"], np.float32), joints, seed,
-                                    image_size=image_size, style=style)  # fmt: skip
-        uv, _ = cam.project(joints.double())
-    rows["images"] = [[im] for im in images]
-    rows["prompt"] = [
-        _user([{"type": "image", "text": None},
-               {"type": "text", "text": _choice(I2P_INSTRUCTIONS, seed, i, 1)}])
-        for i in range(n)
-    ]  # fmt: skip
-    rows["completion"] = [_assistant(_choice(RESPONSES, seed, i, 2)) for i in range(n)]
-    rows["camera"] = [
-        {"fx": cam.fx, "fy": cam.fy, "cx": cam.cx, "cy": cam.cy, "width": cam.width,
-         "height": cam.height, "R": cam.R[i].tolist(), "t": cam.t[i].tolist()}
-        for i in range(n)
-    ]  # fmt: skip
-    rows["keypoints_2d"] = uv.float().numpy().tolist()
-    dd = _split(rows, IMAGE2POSE_FEATURES, (n_train, n_val, n_test))
+    add_pictures(rows, joints, seed, image_size, style)
+    dd = split_rows(rows, IMAGE2POSE_FEATURES, (n_train, n_val, n_test))
     if out_dir is not None:
         save_dataset(dd, out_dir)
     return dd
