@@ -27,15 +27,13 @@ import argparse
 import json
 import time
 
-import numpy as np
 import roma
 import torch
 
-from posrft.body import ik as body_ik
 from posrft.body.fk import fk_joints
 from posrft.body.formats import SMPL24_JOINTS, SMPL24_PARENTS, get_format
-from posrft.body.ik_init import initialise, known_joints
-from posrft.body.rotations import rotmat_to_pose6d, rot6d_to_rotmat
+from posrft.body.ik_init import initialise
+from posrft.body.rotations import rot6d_to_rotmat, rotmat_to_pose6d
 from posrft.data import ik
 from posrft.data.actions import make_clips, subject_for
 from posrft.data.limits import within_limits
@@ -139,7 +137,7 @@ def main() -> None:
     out["formats"] = {}
     for fmt in ("h36m17", "ntu25", "coco17"):
         yf = get_format(fmt).from_smpl(y)
-        r, dt = _timed(lambda: ik.fit_smpl(yf, fmt))
+        r, dt = _timed(lambda yf=yf, fmt=fmt: ik.fit_smpl(yf, fmt))
         smpl_err = float((r.joints.double() - y).norm(dim=-1).mean()) * 1000
         out["formats"][fmt] = {"residual_mm_mean": float(r.mpjpe.mean()) * 1000,
                                "residual_mm_max": float(r.mpjpe.max()) * 1000,

@@ -49,8 +49,7 @@ def test_text2pose_rows_have_the_synthetic_schema(t2p):
         assert np.asarray(d["ik_ok"]).all() and np.asarray(d["ik_residual_mm"]).max() < 15.0
 
 
-def test_one_floor_per_clip_says_when_the_jump_leaves_it(clips, t2p):
-    joints, _ = clips
+def test_one_floor_per_clip_says_when_the_jump_leaves_it(t2p):
     d = t2p["train"].with_format("numpy")  # the jump clip
     canon = np.asarray(d["gt_joints"], dtype=np.float64)
     ground = np.asarray(d["ground"], dtype=np.float64)
@@ -83,7 +82,7 @@ def test_bad_fits_are_flagged_not_dropped(clips):
 
 
 def test_image2pose_and_action_rows(clips):
-    joints, ids = clips
+    joints, _ = clips
     dd = from_joints.image2pose_from_joints(joints[:6], "ntu25", image_size=32,
                                             splits=(0.5, 0.0, 0.5))  # fmt: skip
     row = dd["train"][0]
@@ -95,3 +94,27 @@ def test_image2pose_and_action_rows(clips):
     r = with_smpl["train"].with_format("numpy")[0]
     assert np.asarray(r["smpl_pose_6d"]).shape == (8, 132)
     assert np.asarray(r["ik_residual_mm"]).max() < 15.0
+
+
+def test_human36m_frames_go_through_ik(tmp_path):
+    from posrft.body.formats import get_format
+    from posrft.data.loaders import SPIN24_TO_H36M17, load_h36m_spin
+    from posrft.data.prior import sample_poses
+
+    s = sample_poses(6, seed=2)
+    h17 = get_format("h36m17").from_smpl(torch.from_numpy(s.joints).double()).numpy()
+    camera = h17 * np.array([1.0, -1.0, -1.0])  # SPIN's S: camera frame, y down
+    s24 = np.zeros((6, 24, 4))
+    s24[:, list(SPIN24_TO_H36M17), :3] = camera
+    s24[:, list(SPIN24_TO_H36M17), 3] = 1.0
+    s24[0, SPIN24_TO_H36M17[13], 3] = 0.0  # one missing left wrist
+    path = tmp_path / "h36m_valid_protocol1.npz"
+    np.savez(path, imgname=[f"{i}.jpg" for i in range(6)], center=np.zeros((6, 2)),
+             scale=np.ones(6), part=np.zeros((6, 24, 3)), S=s24)  # fmt: skip
+    joints, conf = from_joints.frames_from_h36m_spin(load_h36m_spin(path))
+    assert np.allclose(joints, h17, atol=1e-5) and conf[0, 13] == 0 and conf[1].all()
+    fit = from_joints.fit_frames(joints, "h36m17", confidence=conf)
+    assert fit.residual_mm.max() < 1.0
+    head_up = fit.joints[:, 15, 1] - fit.joints[:, 0, 1]
+    assert np.allclose(head_up, pose_joints(torch.from_numpy(s.pose).double()).numpy()[:, 15, 1]
+                       - s.joints[:, 0, 1], atol=0.02)  # fmt: skip

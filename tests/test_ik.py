@@ -60,7 +60,7 @@ def test_round_trip_on_prior_poses(poses, fitted):
                                        iterations=0)  # fmt: skip
     hinged = body_ik.inverse_kinematics(joints, "smpl24", rest_joints=rest_joints(torch.float64),
                                         hinges=ik.HINGES, iterations=0)  # fmt: skip
-    tw = lambda r: ik.rotation_errors(r.rotmats, rot)["twist"][bent, J["left_hip"]].mean()  # noqa
+    tw = lambda r: ik.rotation_errors(r.rotmats, rot)["twist"][bent, J["left_hip"]].mean()
     assert bent.sum() >= 10 and float(tw(hinged)) < 0.5 * float(tw(plain))
 
 
@@ -109,7 +109,7 @@ def test_joint_jacobian_matches_finite_differences(poses):
 
 @pytest.mark.parametrize("fmt", ["h36m17", "ntu25", "coco17"])
 def test_other_formats_of_the_same_skeleton(poses, fmt):
-    rot, joints = poses
+    _, joints = poses
     f = get_format(fmt)
     y = f.from_smpl(joints[:40])
     res = ik.fit_smpl(y, fmt)
@@ -178,7 +178,7 @@ def test_shape_coefficients_of_the_body_model(poses):
 
 
 def test_missing_joints_and_confidence(poses):
-    rot, joints = poses
+    _, joints = poses
     y = get_format("h36m17").from_smpl(joints[:20]).clone()
     y[:5, 13] = float("nan")  # left wrist missing in 5 poses
     conf = torch.ones(20, 17)

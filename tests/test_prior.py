@@ -314,14 +314,14 @@ def test_coverage_nearest_neighbour_is_exact():
     held, labels = heldout_action_poses(subjects=1, frames=4)
     assert held.shape == (27 * 4, 24, 3) and len(labels) == len(held)
     q = canonical(held)
-    d, idx = nearest_mpjpe(q, ref, shortlist=8)
+    d, idx = nearest_mpjpe(q, ref)
     brute = np.linalg.norm(q[:, None] - ref[None], axis=-1).mean(-1) * 1000  # (Q, N) mm
-    assert np.allclose(d, brute.min(1), atol=1e-6)
-    assert np.allclose(brute[np.arange(len(q)), idx], d, atol=1e-6)
+    assert np.allclose(d, brute.min(1), atol=1e-3)  # float32: 1 micrometre
+    assert np.allclose(brute[np.arange(len(q)), idx], d, atol=1e-3)
     d_self, i_self = nearest_mpjpe(ref[:50], ref, exclude_self=True)
     brute_self = np.linalg.norm(ref[:50, None] - ref[None], axis=-1).mean(-1) * 1000
     brute_self[np.arange(50), np.arange(50)] = np.inf
-    assert np.allclose(d_self, brute_self.min(1), atol=1e-6) and (i_self != np.arange(50)).all()
+    assert np.allclose(d_self, brute_self.min(1), atol=1e-3) and (i_self != np.arange(50)).all()
     c = coverage(sample_poses(300, seed=12).joints, ["x"] * 300, held, labels, self_queries=50)
     assert c["nn_mm_median"] == pytest.approx(float(np.median(d)))
     assert 0 <= c["frac_beyond_self_p90"] <= 1 and 0 < c["moving_poses"] < len(held)

@@ -47,9 +47,16 @@ import torch
 from torch import Tensor
 
 from posrft.body.formats import SkeletonFormat, get_format
-from posrft.body.ik_init import NUM_JOINTS, fk_globals, initial_betas, initial_scale, initialise
-from posrft.body.ik_init import known_joints
-from posrft.body.ik_init import parents_tensor, tree
+from posrft.body.ik_init import (
+    NUM_JOINTS,
+    fk_globals,
+    initial_betas,
+    initial_scale,
+    initialise,
+    known_joints,
+    parents_tensor,
+    tree,
+)
 from posrft.body.rotations import rotmat_to_pose6d
 
 __all__ = ["BONE_SCALE_MODES", "IKResult", "JointPrior", "inverse_kinematics", "joint_shape_dirs"]
@@ -443,7 +450,7 @@ def _solve(y, conf, w, rest, shape_dirs, prior, hinges, mode, iterations, lam_s,
         if active.numel() == 0:
             break
     prob = _Problem(y, conf, w, rest, shape_dirs, prior, mode, lam_s, lam_b, sigma0)
-    g_rot, x, s = prob.forward(st)
+    _, x, s = prob.forward(st)
     fit = torch.einsum("ik,bkc->bic", w, x)
     res = (fit - y).norm(dim=-1)
     res = torch.where(conf > 0, res, torch.full_like(res, float("nan")))

@@ -87,7 +87,7 @@ def select_by_rarity(codes: dict[str, str], rng: np.random.Generator, lo: int, h
                      k: int | None = None) -> list[tuple[str, str]]:  # fmt: skip
     """Rarity selection (module docstring). ``k``: the number of codes, else drawn."""
     items = drop_covered(codes, pc.codeset(version))
-    f = lambda x: freq(x, version)  # noqa: E731
+    f = lambda x: freq(x, version)
     whole = [(k_, c) for k_, c in items.items() if k_ in whole_keys]
     rest = [(k_, c) for k_, c in items.items() if k_ not in whole_keys]
     chosen: list[tuple[str, str]] = []

@@ -20,6 +20,14 @@ frames of any registered format (metres, y up) into SMPL poses with :func:`posrf
 
 Splits are consecutive by clip (a clip's frames never straddle two splits).
 :func:`action_rows_with_smpl` adds per-frame SMPL rotations to an action-clip dataset.
+
+Where the loaders' joints come from (:mod:`posrft.data.loaders`):
+
+=====================  ==========================================================================
+Human3.6M (SPIN)       :func:`frames_from_h36m_spin`: ``h36m17`` joints turned y-up, confidences
+NTU RGB+D              :func:`posrft.data.actions.clips_from_ntu`: ``ntu25`` clips, y up
+HumanML3D              ``HumanML3DRecord.joints``: ``smpl22`` frames, already y up
+=====================  ==========================================================================
 """
 
 from __future__ import annotations
@@ -30,13 +38,15 @@ from typing import Sequence
 import numpy as np
 import roma
 import torch
-from datasets import DatasetDict, Features, Sequence as Seq, Value
+from datasets import DatasetDict, Features, Value
+from datasets import Sequence as Seq
 
 from posrft.body.formats import get_format
 from posrft.body.rotations import axis_angle_to_pose6d, rotmat_to_axis_angle_pose
 from posrft.data import posecodes as pc
 from posrft.data.captioner import caption_poses
 from posrft.data.ik import fit_smpl
+from posrft.data.loaders.h36m_spin import SPIN24_TO_H36M17, SpinH36M
 from posrft.data.prior import single_thread
 from posrft.data.skeleton import pose_joints
 from posrft.data.synth import (
@@ -72,6 +82,17 @@ def _face_forward(rotmats: torch.Tensor) -> torch.Tensor:
     out = rotmats.clone()
     out[:, 0] = turn.to(rotmats) @ rotmats[:, 0]
     return out
+
+
+def frames_from_h36m_spin(spin: SpinH36M) -> tuple[np.ndarray, np.ndarray]:
+    """``h36m17`` joints (N, 17, 3) with y up and their confidences (N, 17) of a SPIN file.
+
+    SPIN's ``S`` is in the camera frame (x right, y down, z forward); a half turn about x
+    makes y point up (the heading does not matter: the rows remove it).
+    """
+    joints = spin.joints_h36m17().astype(np.float64) * np.array([1.0, -1.0, -1.0])
+    conf = spin.joints3d_conf[:, list(SPIN24_TO_H36M17)].astype(np.float64)
+    return joints, conf
 
 
 def fit_frames(joints: np.ndarray, fmt: str, clip_ids: Sequence[int] | None = None, *,

@@ -139,8 +139,13 @@ def rotation_errors(est: Tensor, true: Tensor) -> dict[str, Tensor]:
 
 
 def _read_joints(path: Path, fmt: SkeletonFormat) -> tuple[np.ndarray, np.ndarray | None]:
-    from posrft.data.loaders.common import DatasetFormatError, check_array, load_npy, npz_get
-    from posrft.data.loaders.common import open_npz
+    from posrft.data.loaders.common import (
+        DatasetFormatError,
+        check_array,
+        load_npy,
+        npz_get,
+        open_npz,
+    )
 
     if path.suffix == ".npz":
         with open_npz(path) as data:
