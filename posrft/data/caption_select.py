@@ -122,6 +122,10 @@ class ContrastPool:
     codes: dict[tuple[str, str], int]  # (key, category) -> column
     holds: np.ndarray  # (N, C) bool
 
+    def __post_init__(self) -> None:
+        self.false = (~self.holds).astype(np.float32)  # (N, C): the statement rules it out
+        self.keep = self.holds.astype(np.float32)
+
     @classmethod
     def build(cls, joints: np.ndarray, ground: np.ndarray | None, version: int = 2
               ) -> "ContrastPool":  # fmt: skip
@@ -138,12 +142,12 @@ class ContrastPool:
         near = NEAR if near is None else near
         near_weight = NEAR_WEIGHT if near_weight is None else near_weight
         q = pc.body_frame(np.asarray(joints, dtype=np.float64))
-        q = torch.from_numpy(q - q[:, :1])
-        ref = torch.from_numpy(self.canon)
+        q = torch.from_numpy((q - q[:, :1]).astype(np.float32))
+        ref = torch.from_numpy(self.canon.astype(np.float32))
         near = min(near, len(ref) - 1)
         out = []
-        for s in range(0, len(q), 256):
-            d = (q[s : s + 256, None] - ref[None]).norm(dim=-1).mean(-1)  # (b, N) MPJPE
+        for s in range(0, len(q), 32):
+            d = (q[s : s + 32, None] - ref[None]).norm(dim=-1).mean(-1)  # (b, N) MPJPE
             w = torch.ones_like(d)
             if near > 0 and near_weight:
                 nearest = torch.where(d < 1e-3, torch.inf, d).topk(near, largest=False).indices
@@ -160,29 +164,30 @@ def default_pool() -> ContrastPool:
 
 
 def select_distinctive(codes: dict[str, str], rng: np.random.Generator, lo: int, hi: int,
-                       whole_keys: frozenset[str], holds: np.ndarray, weights: np.ndarray,
-                       columns: dict[tuple[str, str], int]) -> list[tuple[str, str]]:  # fmt: skip
-    """Distinctive selection (module docstring). ``holds`` (D, C): truth of every statement
-    on this pose's distractors, ``weights`` (D,), ``columns``: statement -> column."""
+                       whole_keys: frozenset[str], pool: ContrastPool,
+                       weights: np.ndarray) -> list[tuple[str, str]]:  # fmt: skip
+    """Distinctive selection (module docstring) against ``pool`` with this pose's distractor
+    ``weights`` (N,) (:meth:`ContrastPool.distractors`)."""
     items = drop_covered(codes, pc.codeset(2))
     k = int(rng.integers(lo, hi + 1))
-    cand = [x for x in items.items() if x in columns]
-    remaining = np.asarray(weights, dtype=np.float64).copy()
+    cand = [x for x in items.items() if x in pool.codes]
+    rarity = {x: -math.log(freq(x, 2)) for x in cand}
+    remaining = np.asarray(weights, dtype=np.float32).copy()
     chosen: list[tuple[str, str]] = []
     whole_used = False
     while len(chosen) < k and cand:
         ok = [x for x in cand if not (whole_used and x[0] in whole_keys)]
         if not ok:
             break
-        gain = remaining @ ~holds[:, [columns[x] for x in ok]]
+        gain = remaining @ pool.false[:, [pool.codes[x] for x in ok]]
         if gain.max() <= 0:
             break
-        rarity = np.array([-math.log(freq(x, 2)) for x in ok])
-        score = gain * rarity * rng.uniform(1 - TIE_NOISE, 1 + TIE_NOISE, size=len(gain))
+        score = gain * np.array([rarity[x] for x in ok])
+        score = score * rng.uniform(1 - TIE_NOISE, 1 + TIE_NOISE, size=len(gain))
         best = ok[int(score.argmax())]
         chosen.append(best)
         cand.remove(best)
-        remaining = remaining * holds[:, columns[best]]
+        remaining = remaining * pool.keep[:, pool.codes[best]]
         whole_used |= best[0] in whole_keys
     if len(chosen) < k:  # nothing distinguishes further: fill up by rarity
         rest = {key: c for key, c in items.items() if (key, c) not in chosen

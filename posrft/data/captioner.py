@@ -336,14 +336,15 @@ def caption_from_codes(
     min_codes: int = 2,
     max_codes: int = 5,
     version: int = 2,
-    distractors: tuple[np.ndarray, np.ndarray, dict] | None = None,
+    distractors: tuple[sel.ContrastPool, np.ndarray] | None = None,
     ground: float | None = None,
 ) -> Caption:
     """Caption from a pose's detected codes (one entry of :func:`posecodes.extract`).
 
-    ``distractors``: ``(holds (D, C), weights (D,), columns)`` of the pose's distractors
-    (:mod:`posrft.data.caption_select`) for the distinctive selection; without them (or with
-    ``version=1``) the codes are chosen by rarity. ``ground``: recorded in the caption.
+    ``distractors``: ``(pool, weights (N,))``, the contrast pool and this pose's distractor
+    weights (:mod:`posrft.data.caption_select`), for the distinctive selection; without them
+    (or with ``version=1``) the codes are chosen by rarity. ``ground``: recorded in the
+    caption.
     """
     if not 1 <= min_codes <= max_codes:
         raise ValueError(f"need 1 <= min_codes <= max_codes, got {min_codes}, {max_codes}")
@@ -351,9 +352,9 @@ def caption_from_codes(
         raise ValueError(f"captioner version must be one of {VERSIONS}, got {version!r}")
     whole = frozenset(WHOLE_BODY_TEXT)
     if version == 2 and distractors is not None:
-        holds, weights, columns = distractors
-        chosen = sel.select_distinctive(detected, rng, min_codes, max_codes, whole, holds,
-                                        weights, columns)  # fmt: skip
+        pool, weights = distractors
+        chosen = sel.select_distinctive(detected, rng, min_codes, max_codes, whole, pool,
+                                        weights)  # fmt: skip
     else:
         chosen = sel.select_by_rarity(detected, rng, min_codes, max_codes, whole, version)
     if not chosen:
@@ -406,7 +407,7 @@ def caption_poses(
         pool = pool or sel.default_pool()
         weights = pool.distractors(j)
     for i, c in enumerate(codes):
-        dis = (pool.holds, weights[i], pool.codes) if version == 2 else None
+        dis = (pool, weights[i]) if version == 2 else None
         out.append(caption_from_codes(
             c, np.random.default_rng([seed, i, *salt]), version=version, distractors=dis,
             ground=None if g is None else float(g[i]), **kw))  # fmt: skip
@@ -422,7 +423,7 @@ def caption_pose(joints: np.ndarray, rng: np.random.Generator, *, ground: float 
     dis = None
     if version == 2:
         pool = sel.default_pool()
-        dis = (pool.holds, pool.distractors(j)[0], pool.codes)
+        dis = (pool, pool.distractors(j)[0])
     return caption_from_codes(codes, rng, version=version, distractors=dis,
                               ground=None if g is None else float(g[0]), **kw)  # fmt: skip
 

@@ -80,8 +80,10 @@ def nearest_mpjpe(query: np.ndarray, reference: np.ndarray, *, exclude_self: boo
 
 
 def coverage(prior_joints: np.ndarray, prior_family: list[str], heldout: np.ndarray,
-             labels: list[str], self_queries: int = 2000) -> dict:  # fmt: skip
-    """The coverage figures of the module docstring (all distances in mm)."""
+             labels: list[str], self_queries: int = 2000,
+             fixed_mm: float | None = None) -> dict:  # fmt: skip
+    """The coverage figures of the module docstring (all distances in mm); ``fixed_mm``: also
+    the fraction of held-out poses farther than this (one threshold to compare two priors)."""
     ref = canonical(prior_joints)
     held = canonical(heldout)
     d, idx = nearest_mpjpe(held, ref)
@@ -107,6 +109,9 @@ def coverage(prior_joints: np.ndarray, prior_family: list[str], heldout: np.ndar
         "moving_poses": int(moving.sum()), "moving_nn_mm_median": float(np.median(dm)),
         "moving_nn_mm_mean": float(dm.mean()), "moving_nn_mm_p90": float(np.percentile(dm, 90)),
         "moving_frac_beyond_self_p90": float((dm > p90_self).mean()),
+        **({} if fixed_mm is None else {
+            "fixed_mm": float(fixed_mm), "frac_beyond_fixed": float((d > fixed_mm).mean()),
+            "moving_frac_beyond_fixed": float((dm > fixed_mm).mean())}),
         "per_class_median_mm": dict(sorted(per_class.items(), key=lambda x: -x[1])),
         "nearest_family": dict(nearest_family.most_common()),
         "jump_nearest_family": dict(Counter(prior_family[i] for i in idx[jump]).most_common()),
