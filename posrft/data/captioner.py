@@ -5,9 +5,10 @@
 1. **extraction** -- detected posecodes and super-posecodes (:func:`posecodes.extract`);
 2. **selection** (:mod:`posrft.data.caption_select`) -- drop codes made redundant by a
    detected super-posecode or implied by another (hand above the head => above the shoulder);
-   draw ``k ~ U{min_codes..max_codes}``; version 2 (the default) states the codes that tell
-   the pose from its nearest poses in a reference sample of the prior (a referring
-   expression), version 1 the rarest codes; at most one whole-body code (kneeling, lying...);
+   draw ``k ~ U{min_codes..max_codes}``; version 2 (the default) states, step by step, the
+   code that rules out the largest rarity-weighted share of a reference sample of the prior
+   (the pose's nearest poses weighted up; a referring expression), version 1 the rarest
+   codes; at most one whole-body code (kneeling, lying...);
 3. **aggregation** -- a left and a right code of the same category become one "both ..."
    clause (when only one side was drawn, its detected twin joins it half of the time), and
    codes of the same kind and category on different joints share one clause 70 % of the time
