@@ -10,6 +10,7 @@ inside the handlers so ``posrft --help`` stays instant.
     posrft render CLIP.npy --format ntu25 --out clip.png|clip.gif
     posrft data synth --task text2pose|image2pose|actions --n N --out DIR [--seed S]
     posrft data show DIR [--n 8] --out grid.png
+    posrft data ik IN.npy|IN.npz OUT.npz --format h36m17 [--bone-scale per_bone] [--iterations 20]
     posrft retrieval train --data DIR --out DIR --seed S [--subset a|b]
     posrft eval --model DIR --data DIR --task text2pose|image2pose [--retrieval-model DIR] [--out F.json]
     posrft quickstart [--config recipes/quickstart.yaml]
@@ -90,6 +91,14 @@ def _data_show(args: argparse.Namespace) -> None:
 
     out = show_dataset(args.data_dir, n=args.n, out=args.out)
     print(f"wrote {out}")
+
+
+def _data_ik(args: argparse.Namespace) -> None:
+    from posrft.data.ik import ik_file
+
+    summary = ik_file(args.src, args.out, args.format, bone_scale=args.bone_scale,
+                      iterations=args.iterations)  # fmt: skip
+    print(json.dumps(summary, indent=2))
 
 
 # ---------------------------------------------------------------------------- retrieval
@@ -188,6 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(handler=_data_show)
+
+    p = data.add_parser("ik", help="inverse kinematics: joints of a skeleton format -> SMPL rotations")
+    p.add_argument("src", type=Path, help=".npy joints (N, J, 3) or .npz with 'joints' (+ 'confidence')")
+    p.add_argument("out", type=Path, help="output .npz (pose6d, pose, transl, bone_scale, residual, ...)")
+    p.add_argument("--format", required=True, help="skeleton format of the joints, e.g. smpl24, h36m17, ntu25")
+    p.add_argument("--bone-scale", choices=["none", "uniform", "per_bone"], default="per_bone",
+                   help="bone lengths: the stand-in's as is, one factor, or one factor per bone")
+    p.add_argument("--iterations", type=int, default=20, help="Levenberg-Marquardt iterations at most")
+    p.set_defaults(handler=_data_ik)
 
     p = sub.add_parser("retrieval", help="train / evaluate the text-pose retrieval models",
                        add_help=False)
