@@ -255,6 +255,12 @@ class HyGRPOConfig(BaseTrainConfig):
     def optimizer_steps_per_step(self) -> int:
         return self.steps_per_generation * self.num_iterations
 
+    @property
+    def on_policy_single_step(self) -> bool:
+        """One optimizer step per batch, sampled by the current weights: the sampling policy's
+        log-probs are the learner's own first pass, no separate scoring pass is needed."""
+        return self.optimizer_steps_per_step == 1 and self.max_staleness == 0
+
     def loss_settings(self) -> HyGRPOLossSettings:
         return HyGRPOLossSettings(
             epsilon=self.epsilon, epsilon_high=self.epsilon_high, pose_epsilon=self.pose_epsilon,
