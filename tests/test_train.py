@@ -179,3 +179,13 @@ def test_rl_sigma_settings_survive_save_and_reload(tiny_model_dir, tmp_path):
     back = PosePolicy.from_pretrained(tmp_path / "p")
     assert back.pose_head.sigma == cfg.sigma_settings()
     assert torch.equal(back.pose_head.free_log_std, policy.pose_head.free_log_std)
+
+
+def test_every_task_recipe_parses():
+    from pathlib import Path
+
+    recipes = sorted(Path("recipes/text2pose").glob("*.yaml")) + sorted(Path("recipes/image2pose").glob("*.yaml"))
+    assert len(recipes) == 4
+    for recipe in recipes:
+        cfg = parse(["--config", str(recipe)])
+        assert cfg.trainer in ("sft", "hygrpo")
