@@ -78,7 +78,8 @@ def criteria(results: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             beyond = abs(x - b) > 2 * sx
             holds = (diff <= -threshold if rel else diff >= threshold) and beyond
-            value = (f"{100 * diff:+.1f} %" if rel else f"{100 * diff:+.1f} points") + f" (seed std {sx if rel else 100 * sx:.1f})"
+            value = (f"{100 * diff:+.1f} % (seed std {sx:.1f} mm)" if rel
+                     else f"{100 * diff:+.1f} points (seed std {100 * sx:.1f})")
         rows.append({"criterion": name, "value": value, "holds": bool(holds)})
 
     for m in ("mpjpe", "pa_mpjpe"):
@@ -117,7 +118,8 @@ def _retrieval_table(res: dict[str, Any]) -> list[str]:
     for model in ("evaluator", "reward_model"):
         ref = first.get(f"reference/{model}")
         if ref:
-            lines.append(f"| *ground-truth poses* | {model} | " + " | ".join(f"{100 * ref[k]:.1f}" for k, _ in CONVENTIONS) + " |")
+            lines.append(f"| *ground-truth poses* | {model} | " + " | ".join(
+                f"{100 * ref[k]:.1f}" if k in ref else "–" for k, _ in CONVENTIONS) + " |")
     return lines
 
 
