@@ -6,7 +6,7 @@ inside the handlers so ``posrft --help`` stays instant.
     posrft model init-tiny OUT_DIR [--seed N]
     posrft model sample MODEL_DIR [--prompt TEXT ...] [--num-generations G]
     posrft train RECIPE.yaml [--field value ...]
-    posrft render CLIP.npy --format ntu25 --out clip.png|clip.gif
+    posrft render CLIP.npy --format ntu25 --out clip.png|clip.gif [--fps 30] [--camera follow|fixed]
     posrft data synth --task text2pose|image2pose|actions --n N --out DIR [--seed S]
     posrft data show DIR [--n 8] --out grid.png
     posrft retrieval train --data DIR --out DIR --seed S [--subset a|b]
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -48,7 +49,8 @@ def _model_sample(args: argparse.Namespace) -> None:
 def _render(args: argparse.Namespace) -> None:
     from posrft.render import render_npy
 
-    out = render_npy(args.clip, args.format, args.out, frames=args.frames, size=args.size)
+    out = render_npy(args.clip, args.format, args.out, frames=args.frames, size=args.size,
+                     fps=args.fps, stride=args.stride, camera=args.camera, scale=args.scale)  # fmt: skip
     print(f"wrote {out}")
 
 
@@ -56,7 +58,11 @@ def _render(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> int:
     from posrft.launch import launch
 
-    return launch(args.recipe, args.overrides, args.accelerate_config, args.num_processes)
+    try:
+        return launch(args.recipe, args.overrides, args.accelerate_config, args.num_processes)
+    except (ValueError, TypeError, FileNotFoundError) as err:  # pre-flight: one message, no traceback
+        print(f"posrft train: error: {err}", file=sys.stderr)
+        return 2
 
 
 # ---------------------------------------------------------------------------- data
@@ -139,7 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("clip", type=Path)
     p.add_argument("--format", required=True, help="skeleton format name, e.g. ntu25, smpl24")
     p.add_argument("--out", type=Path, required=True, help="frame grid .png or animated .gif")
-    p.add_argument("--frames", type=int, default=12)
+    p.add_argument("--frames", type=int, default=None, help="frames spread over the clip (default: 12 "
+                   "for a .png; a .gif shows every --stride-th frame at the clip's speed)")
+    p.add_argument("--fps", type=float, default=30.0, help="the clip's frame rate (default 30, NTU's)")
+    p.add_argument("--stride", type=int, default=None, help=".gif: keep every k-th frame (default: "
+                   "the smallest keeping the GIF at <= 25 fps)")
+    p.add_argument("--camera", choices=["follow", "fixed"], default="follow", help="follow the subject "
+                   "along the ground (default) or one fixed camera over the whole clip")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply coordinates (0.001 for millimetres)")
     p.add_argument("--size", type=int, default=224)
     p.set_defaults(handler=_render)
 
@@ -188,7 +201,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["eval"]:
         return int(_eval(argparse.Namespace(args=argv[1:])) or 0)
     args = build_parser().parse_args(argv)
-    result = args.handler(args)
+    try:
+        result = args.handler(args)
+    except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
+        # A user's mistake (bad value, missing file): one line. POSRFT_DEBUG=1 shows the traceback.
+        if os.environ.get("POSRFT_DEBUG"):
+            raise
+        text = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"posrft {args.command}: error: {text}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 
