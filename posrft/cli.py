@@ -36,6 +36,8 @@ def _model_init_tiny(args: argparse.Namespace) -> None:
 def _model_sample(args: argparse.Namespace) -> None:
     from posrft.policy.sample import sample
 
+    _check_model(str(args.model_dir), "MODEL_DIR")
+
     prompts = args.prompt or ["Describe then generate the pose: a person standing with arms raised."]
     records = sample(args.model_dir, prompts, image_paths=args.image,
                      num_generations=args.num_generations, temperature=args.temperature,
@@ -99,7 +101,36 @@ def _retrieval(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from posrft.eval.evaluate import main as eval_main
 
+    _check_inputs(args.args, default_split="test")
     return eval_main(args.args)
+
+
+def _check_model(path: str, what: str) -> None:
+    """A truncated ``*.safetensors`` or a broken ``config.json`` named before anything loads."""
+    from posrft.preflight import check_model_folder
+
+    problems = check_model_folder(path, what)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _check_inputs(argv: Sequence[str], default_split: str) -> None:
+    """Check ``--model`` and the images of ``--data``/``--split`` before a model loads: a
+    damaged file or a corrupt picture is named up front, not met mid-run."""
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--model")
+    peek.add_argument("--data")
+    peek.add_argument("--split", default=default_split)
+    known, _ = peek.parse_known_args(list(argv))
+    if known.model:
+        _check_model(known.model, "--model")
+    if known.data and Path(known.data).is_dir():
+        from posrft.preflight import check_dataset_images
+
+        try:
+            check_dataset_images(known.data, known.split)
+        except FileNotFoundError:
+            pass  # not a saved split: the command's own loader says what is wrong
 
 
 # ---------------------------------------------------------------------------- quickstart
@@ -196,14 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # These sub-commands own their parser (every flag, --help included).
-    if argv[:1] == ["retrieval"]:
-        return int(_retrieval(argparse.Namespace(args=argv[1:])) or 0)
-    if argv[:1] == ["eval"]:
-        return int(_eval(argparse.Namespace(args=argv[1:])) or 0)
-    args = build_parser().parse_args(argv)
+    if argv[:1] in (["retrieval"], ["eval"]):
+        handler = _retrieval if argv[0] == "retrieval" else _eval
+        args = argparse.Namespace(command=argv[0], handler=handler, args=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         result = args.handler(args)
-    except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
+    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError) as err:
         # A user's mistake (bad value, missing file): one line. POSRFT_DEBUG=1 shows the traceback.
         if os.environ.get("POSRFT_DEBUG"):
             raise

@@ -77,3 +77,53 @@ def check_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise FileCheckError(f"{what} {str(path)!r} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise FileCheckError(f"{what} {str(path)!r} is not valid JSON (truncated or corrupt?): {err}") from None
+
+
+def image_columns(features: dict[str, Any]) -> list[str]:
+    """Columns of a ``datasets`` feature spec (``dataset_info.json``) that hold images, alone or
+    in lists."""
+    def holds_image(spec: Any) -> bool:
+        if isinstance(spec, dict):
+            return spec.get("_type") == "Image" or holds_image(spec.get("feature"))
+        if isinstance(spec, list):
+            return any(holds_image(s) for s in spec)
+        return False
+
+    return [name for name, spec in features.items() if holds_image(spec)]
+
+
+def check_image_cells(arrow_files: list[Path], column: str, where: str) -> int:
+    """Verify every encoded image of ``column`` in ``arrow_files`` (``save_to_disk`` Arrow
+    streams) without decoding pixels (PIL's ``verify``: header and chunk checksums). Raises
+    :class:`FileCheckError` naming ``where``, the row, the column and the image's own path.
+    Returns the number of images checked."""
+    import io
+
+    import pyarrow as pa
+    from PIL import Image
+
+    row = checked = 0
+    for file in arrow_files:
+        with pa.memory_map(str(file)) as source:
+            for batch in pa.ipc.open_stream(source):
+                for cell in batch.column(batch.schema.get_field_index(column)).to_pylist():
+                    items = cell if isinstance(cell, list) else [cell]
+                    for k, item in enumerate(items):
+                        data = item.get("bytes") if isinstance(item, dict) else None
+                        path = item.get("path") if isinstance(item, dict) else None
+                        try:
+                            if data is None and path:
+                                data = Path(path).read_bytes()
+                            if data is None:
+                                raise ValueError("no image bytes and no path")
+                            with Image.open(io.BytesIO(data)) as im:
+                                im.verify()
+                        except Exception as err:  # noqa: BLE001 - PIL raises many kinds
+                            src = f" ({path})" if path else ""
+                            raise FileCheckError(
+                                f"{where} row {row}, column {column!r}, image {k}{src}: not a readable "
+                                f"image ({type(err).__name__}: {err})"
+                            ) from None
+                        checked += 1
+                    row += 1
+    return checked

@@ -261,6 +261,20 @@ def _dataset(plan: Plan, problems: list[str]) -> None:
     if missing:
         problems.append(f"dataset {cfg.dataset_path!r} split {cfg.dataset_train_split!r} lacks "
                         f"column(s) {missing} the {kind} trainer needs; it has {columns}")  # fmt: skip
+    check_dataset_images(cfg.dataset_path, cfg.dataset_train_split)
+
+
+def check_dataset_images(path: str, split: str) -> int:
+    """Verify every image of a saved split (a corrupt PNG row is named before training, not met
+    mid-run); returns how many were checked."""
+    from posrft.filecheck import check_image_cells, image_columns
+
+    root = Path(path)
+    folder = root / split if (root / "dataset_dict.json").is_file() else root
+    info = check_json(folder / "dataset_info.json", "dataset info")
+    files = [folder / e["filename"] for e in check_json(folder / "state.json", "dataset state").get("_data_files", [])]
+    return sum(check_image_cells(files, col, f"dataset {path!r} split {split!r}")
+               for col in image_columns(info.get("features") or {}))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- rewards

@@ -57,9 +57,21 @@ def world(tmp_path_factory, tiny_model_dir, text2pose_dir):
     (not_data / "readme.txt").write_text("hello")
     a_file = root / "a_file"
     a_file.write_text("x")
+    from datasets import Image as ImageFeature
+    from datasets import List as ListFeature
+
+    from posrft.data.synth import build_image2pose
+
+    pictures = build_image2pose(4, 1, 1, seed=0, out_dir=None)
+    raw = pictures["train"].cast_column("images", ListFeature(ImageFeature(decode=False)))
+    rows = raw.to_dict()
+    rows["images"][2] = [{"bytes": rows["images"][2][0]["bytes"][:60], "path": None}]  # a torn PNG
+    corrupt_png = root / "corrupt_png"
+    DatasetDict(train=Dataset.from_dict(rows, features=raw.features), test=raw).save_to_disk(str(corrupt_png))
     return dict(root=root, model=model, data=Path(text2pose_dir), trunc_model=broken["model.safetensors"],
                 trunc_head=broken["pose_head.safetensors"], no_config=no_config, bad_config=bad_config,
-                empty=empty, prompts_only=prompts_only, body=body, not_data=not_data, a_file=a_file)  # fmt: skip
+                empty=empty, prompts_only=prompts_only, body=body, not_data=not_data, a_file=a_file,
+                corrupt_png=corrupt_png)  # fmt: skip
 
 
 def _recipe(tmp_path, world, trainer="hygrpo", text=None, **fields):
@@ -234,6 +246,29 @@ def test_bad_datasets_are_named(tmp_path, world):
     assert "lacks column(s) ['completion', 'gt_pose_6d'] the sft trainer needs" in msg
     msg = _refused(tmp_path, world, dataset_path=str(world["not_data"]))
     assert "is not a saved dataset" in msg
+
+
+def test_posrft_eval_and_sample_name_a_truncated_model_file(world, capsys):
+    from posrft.cli import main
+
+    assert main(["eval", "--model", str(world["trunc_head"]), "--data", str(world["data"]),
+                 "--task", "text2pose"]) == 2  # fmt: skip
+    assert main(["model", "sample", str(world["trunc_model"])]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("posrft eval: error: --model: '") and "pose_head.safetensors' is truncated" in err[0]
+    assert err[1].startswith("posrft model: error: MODEL_DIR: '") and "model.safetensors' is truncated" in err[1]
+
+
+def test_a_corrupt_picture_is_named_by_row_before_training_or_evaluation(tmp_path, world, capsys):
+    msg = _refused(tmp_path, world, dataset_path=str(world["corrupt_png"]))
+    assert "split 'train' row 2, column 'images', image 0: not a readable image" in msg
+    from posrft.cli import main
+
+    data = str(world["corrupt_png"])
+    assert main(["eval", "--model", str(world["model"]), "--data", data, "--split", "train",
+                 "--task", "image2pose"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.startswith("posrft eval: error: dataset") and "row 2, column 'images'" in err
 
 
 def test_output_dir_that_is_a_file_is_refused(tmp_path, world):

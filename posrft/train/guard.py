@@ -156,7 +156,8 @@ def describe_error(err: BaseException, timeout_s: float | None = None) -> str:
         name, seconds = current_phase()
         limit = f" (ddp_timeout={timeout_s:g} s)" if timeout_s else ""
         return (f"a collective operation failed in phase '{name}' after {seconds:.0f} s{limit}: "
-                f"another rank is stuck or died — see its error line above ({text[:300]})")  # fmt: skip
+                f"another rank did not get there — stuck, or died (then its own error is printed "
+                f"too) [{text[:300]}]")  # fmt: skip
     return f"{type(err).__name__}: {text}" if not isinstance(err, (ValueError, TypeError, FileNotFoundError)) else text
 
 
