@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 DEFAULT_ACCELERATE = Path("recipes/accelerate/zero2.yaml")
 #: flags the launcher owns wherever they appear among the overrides
@@ -91,14 +91,24 @@ def launch_command(recipe: str | os.PathLike, overrides: Sequence[str] = (),
     return cmd + ["-m", learner_module(spec), "--config", str(recipe), *overrides]
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive SIGTERM when this process dies (Linux
+    ``prctl(PR_SET_PDEATHSIG)``), or None where there is no such call. The C function is looked
+    up here, before the fork: the child only calls it."""
     import ctypes
 
-    PR_SET_PDEATHSIG = 1
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass  # not Linux: the ranks' watchdog still notices the launcher's death
+        return None  # not Linux: the ranks' watchdog still notices the launcher's death
+    parent = os.getpid()
+
+    def preexec() -> None:  # in the child, between fork and exec
+        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the launcher died before the call took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def _process_start_time(pid: int) -> str:
@@ -137,7 +147,7 @@ def launch(recipe: str | os.PathLike, overrides: Sequence[str] = (), accelerate_
     env.setdefault("HF_HUB_OFFLINE", "1")
     env["POSRFT_LAUNCHER_PID"] = str(os.getpid())
     env["POSRFT_LAUNCHER_PID_START"] = _process_start_time(os.getpid())
-    proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=_parent_death_signal())
     forwarded = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
         try:

@@ -332,6 +332,8 @@ def test_accelerate_config_problems(tmp_path, world):
 def test_skeleton_recipes_are_checked_too(tmp_path, world):
     msg = _refused(tmp_path, world, trainer="skeleton", class_split="16-4")
     assert "class_split" in msg
+    msg = _refused(tmp_path, world, trainer="skeleton", clips_per_class=2)
+    assert "clips_per_class=2 (dataset_path is empty, so the clips are built in memory)" in msg
     msg = _refused(tmp_path, world, trainer="skeleton", stage="crdistill",
                    teacher={"kind": "openai", "base_url": "http://127.0.0.1:9", "model": "m",
                             "api_key_env": "POSRFT_TEST_NO_SUCH_KEY"})  # fmt: skip
