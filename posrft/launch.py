@@ -8,8 +8,8 @@
    problem is printed once, without a traceback, and nothing starts.
 2. **Launch** accelerate with a free rendezvous port (two runs on one machine no longer meet on
    29500), ``POSRFT_LAUNCHER_PID`` for the ranks' watchdog (:mod:`posrft.train.guard`), and a
-   parent-death signal: if this process dies, even by ``kill -9``, accelerate/torchrun receives
-   SIGTERM and stops the ranks, which stop their Ray workers.
+   parent-death signal: if this process dies, even by ``kill -9``, accelerate/torchrun dies with
+   it and the ranks, watching their parent, stop themselves and their Ray workers.
 
 The accelerate config is, in order: ``--accelerate-config`` (before or after the recipe),
 the recipe's ``accelerate_config`` key, then ``recipes/accelerate/zero2.yaml`` when it exists.
@@ -92,9 +92,14 @@ def launch_command(recipe: str | os.PathLike, overrides: Sequence[str] = (),
 
 
 def _parent_death_signal() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child receive SIGTERM when this process dies (Linux
+    """A ``preexec_fn`` that makes the child receive SIGKILL when this process dies (Linux
     ``prctl(PR_SET_PDEATHSIG)``), or None where there is no such call. The C function is looked
-    up here, before the fork: the child only calls it."""
+    up here, before the fork: the child only calls it.
+
+    SIGKILL, not SIGTERM: torchrun answers SIGTERM by waiting up to 30 s for its workers and
+    then tearing its rendezvous down, which took over 10 s on a loaded machine. Killed at once,
+    it leaves the ranks to their own watchdogs, which stop them and their Ray processes within
+    seconds (:mod:`posrft.train.guard`)."""
     import ctypes
 
     try:
@@ -104,9 +109,9 @@ def _parent_death_signal() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def preexec() -> None:  # in the child, between fork and exec
-        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the launcher died before the call took effect
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     return preexec
 

@@ -43,9 +43,10 @@ def test_killing_the_launcher_stops_ranks_and_ray_workers(tmp_path, tiny_model_d
         "rewards": [{"func": "format", "target": "text"}, {"func": "joint", "target": "pose"}],
     }))  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    log = open(tmp_path / "launcher.log", "w")
     launcher = subprocess.Popen([sys.executable, "-m", "posrft.cli", "train", str(recipe),
                                  "--accelerate-config", str(ROOT / "recipes/accelerate/zero2.yaml")],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     tree = []
     try:
         deadline = time.monotonic() + 300
@@ -62,7 +63,9 @@ def test_killing_the_launcher_stops_ranks_and_ray_workers(tmp_path, tiny_model_d
         while _alive(tree) and time.monotonic() - t0 < 10:
             time.sleep(0.2)
         left = [(p.pid, " ".join(p.cmdline())[:80]) for p in _alive(tree)]
-        assert not left, f"still running 10 s after kill -9 of the launcher: {left}"
+        said = (tmp_path / "launcher.log").read_text().splitlines()[-60:]
+        assert not left, f"still running 10 s after kill -9 of the launcher: {left}; the log ends:\n" + "\n".join(said)
+        print(f"{len(tree)} processes gone {time.monotonic() - t0:.1f} s after kill -9 of the launcher")
     finally:  # whatever is left (also what was orphaned to init) must not outlive the test
         for p in _alive(tree + psutil.Process().children(recursive=True)):
             p.kill()

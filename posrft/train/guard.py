@@ -9,7 +9,8 @@ signal (:func:`posrft.launch.launch`); every rank also watches its parent and th
 1. raises ``SystemExit`` in its main thread (SIGTERM handler), so ``finally`` blocks shut the
    rollout pool (and the Ray cluster it started) down;
 2. after ``grace_s`` kills every process it started (its descendants, snapshotted first) and
-   exits, even if the main thread is blocked inside a collective.
+   exits, even if the main thread is blocked inside a collective; a detached reaper process
+   enforces that deadline a second later even if this process can no longer run Python.
 
 **Errors.** An exception ends the rank with one line on stderr (``posrft (rank R): error: ...``),
 naming the phase (:mod:`posrft.train.phases`) when a collective failed or timed out, and the full
@@ -18,6 +19,7 @@ traceback in ``OUTPUT_DIR/logs/error-rank{R}.txt``.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -121,13 +123,52 @@ class _Watchdog:
         print(f"posrft (rank {rank}): {reason}: stopping this rank and the processes it started",
               file=sys.stderr, flush=True)  # fmt: skip
         started = descendants()
+        # A separate process enforces the deadline: this thread needs the GIL, which the main
+        # thread may hold for long inside C code (Ray's shutdown was seen to).
+        spawn_reaper(started, self.grace_s + 1.0)
+        # However the rank ends from here (its finally blocks done, or forced below), what it
+        # had started goes too: a Ray raylet stopped hard leaves its agents behind otherwise.
+        atexit.register(lambda: kill_processes(started + descendants(), grace_s=0.3))
         try:
             os.kill(os.getpid(), signal.SIGTERM)  # graceful: SystemExit in the main thread
         except OSError:
             pass
         time.sleep(self.grace_s)
-        kill_processes(started + descendants(), grace_s=1.0)
+        kill_processes(started + descendants(), grace_s=0.3)
         os._exit(143)
+
+
+_REAPER = """
+import os, signal, sys, time
+time.sleep(float(sys.argv[1]))
+for item in sys.argv[2:]:
+    pid, start = (int(x) for x in item.split(":"))
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        if int(stat[stat.rindex(")") + 2:].split()[19]) == start:  # not a reused pid
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+"""
+
+
+def spawn_reaper(procs: list[Any], delay_s: float) -> None:
+    """After ``delay_s``, SIGKILL ``procs`` and this process if they still run: a detached
+    process, so the deadline holds whatever this one is doing."""
+    import subprocess
+
+    items = []
+    for pid in [p.pid for p in procs] + [os.getpid()]:
+        start = process_start_time(pid)
+        if start is not None:
+            items.append(f"{pid}:{start}")
+    try:
+        subprocess.Popen([sys.executable, "-S", "-c", _REAPER, str(delay_s), *items],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    except OSError:
+        pass  # the in-process deadline below still applies
 
 
 def _raise_on_sigterm(signum: int, frame: Any) -> None:
@@ -136,7 +177,7 @@ def _raise_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def install_watchdog(poll_s: float = 0.5, grace_s: float = 5.0) -> bool:
+def install_watchdog(poll_s: float = 0.5, grace_s: float = 3.0) -> bool:
     """Start the parent/launcher watchdog (once per process; main thread only). Returns False
     when there is nothing to watch (already orphaned to init)."""
     if os.getppid() == 1 or getattr(install_watchdog, "_installed", False):
@@ -158,7 +199,9 @@ def describe_error(err: BaseException, timeout_s: float | None = None) -> str:
         return (f"a collective operation failed in phase '{name}' after {seconds:.0f} s{limit}: "
                 f"another rank did not get there — stuck, or died (then its own error is printed "
                 f"too) [{text[:300]}]")  # fmt: skip
-    return f"{type(err).__name__}: {text}" if not isinstance(err, (ValueError, TypeError, FileNotFoundError)) else text
+    if isinstance(err, (ValueError, TypeError, FileNotFoundError)):  # messages that name their cause
+        return text
+    return f"{type(err).__name__}: {text}"
 
 
 def run_rank(train: Callable[[Any], Any], cfg: Any) -> int:
