@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,7 +180,8 @@ def check_model_folder(path: str, what: str = "model_name_or_path") -> list[str]
         return [f"{what} is empty: give a model folder (e.g. from `posrft model init-tiny`)"]
     folder = Path(path)
     if not folder.is_dir():
-        hint = " (a hub id? posrft loads local folders only, no downloads)" if "/" in path and not folder.exists() else ""
+        hub_like = re.fullmatch(r"[\w.-]+/[\w.-]+", path) is not None  # org/name
+        hint = " (a hub id? posrft loads local folders only, no downloads)" if hub_like else ""
         return [f"{what}: model folder {path!r} does not exist{hint}"]
     problems = []
     if not (folder / "config.json").is_file():
