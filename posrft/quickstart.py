@@ -22,6 +22,7 @@ from posrft.files import atomic_write_json, atomic_write_text
 console = Console()
 STAGES = 5
 CURVES = ("reward/text", "reward/pose", "pose/valid_frac", "pose/sigma", "kl/text")
+SFT_CURVES = ("loss/sft_text", "loss/sft_pose", "pose/valid_frac", "pose/sigma")
 
 
 def _stage(k: int, text: str) -> float:
@@ -75,6 +76,9 @@ def quickstart(config: str | os.PathLike = "recipes/quickstart.yaml", out: str |
         "model_name_or_path": str(root / "tiny"), "dataset_path": str(data_dir),
         "output_dir": str(root / "sft"), "seed": seed, **spec.get("sft", {})})  # fmt: skip
     _train(sft_recipe, accel)
+    from posrft.train.plots import plot_curves
+
+    plot_curves(root / "sft" / "metrics.jsonl", SFT_CURVES, root / "sft" / "curves.png", title="quickstart SFT")
     console.print(f"SFT done ({time.perf_counter() - t:.1f}s)")
 
     t = _stage(4, "HyGRPO (Ray rollout workers + DeepSpeed learner)")
@@ -82,8 +86,6 @@ def quickstart(config: str | os.PathLike = "recipes/quickstart.yaml", out: str |
         "model_name_or_path": str(root / "sft" / "final"), "dataset_path": str(data_dir),
         "output_dir": str(root / "hygrpo"), "seed": seed, **spec.get("hygrpo", {})})  # fmt: skip
     _train(rl_recipe, accel)
-    from posrft.train.plots import plot_curves
-
     curves = plot_curves(root / "hygrpo" / "metrics.jsonl", CURVES, root / "hygrpo" / "curves.png",
                          title="quickstart HyGRPO")  # fmt: skip
     console.print(f"HyGRPO done ({time.perf_counter() - t:.1f}s); curves: {curves}")

@@ -134,6 +134,18 @@ def split_sizes(
         return int(splits[0]), int(splits[1]), int(splits[2])
     if any(s < 0 for s in splits) or abs(sum(splits) - 1.0) > 1e-6:
         raise ValueError(f"split fractions must be >= 0 and sum to 1, got {list(splits)}")
+    sizes = _fraction_sizes(n, splits)
+    empty = [name for name, f, k in zip(("train", "val", "test"), splits, sizes) if f > 0 and k < 1]
+    if empty:
+        least = next(m for m in range(1, 10**6) if all(k >= 1 or f == 0 for f, k in
+                                                      zip(splits, _fraction_sizes(m, splits))))  # fmt: skip
+        raise ValueError(f"n={n} leaves the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} "
+                         f"empty with split fractions {list(splits)}; use n >= {least} "
+                         "(posrft data synth --n)")  # fmt: skip
+    return sizes
+
+
+def _fraction_sizes(n: int, splits: Sequence[float]) -> tuple[int, int, int]:
     val, test = round(n * splits[1]), round(n * splits[2])
     return n - val - test, val, test
 

@@ -146,6 +146,17 @@ class SkeletonConfig(BaseTrainConfig):
             zero_shot_split(self.class_split)
         except ValueError as err:
             raise ValueError(f"class_split: {err}") from None
+        if not self.dataset_path:  # built in memory: every split must get a subject
+            import inspect
+
+            from posrft.data.actions import _split_counts, build_action_dataset
+
+            split = inspect.signature(build_action_dataset).parameters  # the fractions it uses
+            try:
+                _split_counts(self.clips_per_class, split["val_fraction"].default, split["test_fraction"].default)
+            except ValueError as err:
+                raise ValueError(f"clips_per_class={self.clips_per_class} (dataset_path is empty, so the "
+                                 f"clips are built in memory): {err}") from None  # fmt: skip
         for name in ("skeleton_format", "cross_format"):
             value = getattr(self, name)
             if value is not None and value not in list_formats():
