@@ -284,17 +284,10 @@ def _brief(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def mean_pose_reference(data: Path, n: int) -> dict[str, float]:
-    """MPJPE / PA-MPJPE (mm) of always answering the training split's mean (pelvis-aligned) joints."""
-    import torch
-    from datasets import load_from_disk
+    from posrft.eval.pose_eval import mean_pose_metrics
 
-    from posrft.eval.metrics import mpjpe, pa_mpjpe
-
-    dd = load_from_disk(str(data))
-    train = torch.tensor(dd["train"]["gt_joints"], dtype=torch.float64)
-    test = torch.tensor(dd["test"].select(range(min(n, len(dd["test"]))))["gt_joints"], dtype=torch.float64)
-    mean = (train - train[:, :1]).mean(0, keepdim=True).expand_as(test)
-    return {"mpjpe": float(mpjpe(mean, test).mean()) * 1000, "pa_mpjpe": float(pa_mpjpe(mean, test).mean()) * 1000}
+    r = mean_pose_metrics(str(data), "test", n)
+    return {"mpjpe": r["mpjpe_mm"], "pa_mpjpe": r["pa_mpjpe_mm"]}
 
 
 # ------------------------------------------------------------------------------ driver

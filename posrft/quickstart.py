@@ -110,7 +110,10 @@ def quickstart(config: str | os.PathLike = "recipes/quickstart.yaml", out: str |
     improvement = {
         f"{k}_relative": (rl[k] - sft[k]) / sft[k] for k in ("mpjpe_mm", "pa_mpjpe_mm")
     } | {f"{k}_delta": rl[k] - sft[k] for k in ("mpjpe_mm", "pa_mpjpe_mm")}
-    summary = {"evaluation": results, "hygrpo_vs_sft": improvement,
+    from posrft.eval.pose_eval import mean_pose_metrics
+
+    reference = mean_pose_metrics(str(data_dir), eval_spec.get("split", "test"), eval_spec.get("num_samples"))
+    summary = {"evaluation": results, "hygrpo_vs_sft": improvement, "mean_pose_reference": reference,
                "split": eval_spec.get("split", "test"), "wall_s": time.perf_counter() - start,
                "metrics_log": str(root / "hygrpo" / "metrics.jsonl")}  # fmt: skip
     atomic_write_json(root / "summary.json", summary)
