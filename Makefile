@@ -27,9 +27,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/posrft quickstart --out runs/quickstart
+	@echo "posrft is installed in $(VENV): 'source $(VENV)/bin/activate' puts the posrft command on PATH"
 
+# The whole suite, multi-process DeepSpeed/Ray tests and the README run included, on every core.
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto --dist loadgroup tests
+	$(PY) -m pytest -q -n auto --dist loadgroup --durations=10 tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/fk.py

@@ -171,9 +171,14 @@ def report(results: dict[str, Any], s: dict[str, Any], out: Path, wall_s: float)
     from posrft.files import atomic_write_json, atomic_write_text
 
     start = results["sft"]["l2_nll"]
+    compute = sum(r["train_s"] for r in results["sft"].values())
+    compute += sum(r["train_s"] for rows in results["rl"].values() for r in rows)
+    compute += sum(r["train_s"] for rows in results["control"].values() for r in rows)
     lines = ["# HyGRPO pose learning on the tiny text→pose benchmark", "",
              "Regenerate: `python benchmarks/hygrpo_study.py --out docs/results` "
-             f"(this run: {wall_s / 60:.0f} min on a shared 2-core CPU). Settings were chosen on val; "
+             f"(training time of the runs below: {compute / 3600:.1f} h on a 2-core CPU shared with "
+             "other jobs; finished runs are reused). Data: 6,000 text→pose poses, prior and captioner "
+             "version 1. Settings were chosen on val; "
              f"the tables report **test** ({s['eval_test']} samples), mean ± std over seeds "
              f"{s['seeds']} of the RL run, all from one SFT start.", "",
              "## SFT starts (one seed)", "", "| SFT pose loss | val MPJPE | val PA-MPJPE | test MPJPE | test PA-MPJPE |",
@@ -244,7 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     data, base = work / "data", work / "tiny_text"
     if not (data / "dataset_dict.json").is_file():
-        synth_dataset("text2pose", n=s["data"], out=data, seed=0)
+        # the prior and captioner this study was measured with (v1, before issue 20's v2)
+        synth_dataset("text2pose", n=s["data"], out=data, seed=0, prior_version=1, captioner_version=1)
     if not (base / "config.json").is_file():
         build_tiny_text_model(base, seed=0)
     results: dict[str, Any] = {"sft": {"l2_nll": sft_stage(work, data, base, "l2_nll", s)}, "rl": {}}

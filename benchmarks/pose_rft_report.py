@@ -1,11 +1,11 @@
 """Turn ``benchmarks/pose_rft_table.py``'s per-task results into JSON, markdown and curves.
 
-Aggregation: every metric is the mean over seeds (per-seed values under ``"seeds"``). Success
-criteria (issue 7, relative like the paper):
+Every metric is the mean ± std over the seeds of a row (SFT rows are single runs). Criteria
+(issue 16, relative like the paper; met only if the mean difference also exceeds 2 seed-std):
 
     (c) vs (b), image→pose: MPJPE and PA-MPJPE each ≥ 10 % lower
-    (c) vs (b), text→pose:  mRecall ≥ +10 points
-    (d) vs (b):             image→pose MPJPE and PA-MPJPE within 2 %
+    (c) vs (b), text→pose:  mRecall (independent evaluator, Pose-RFT convention) ≥ +10 points
+    (d) vs (b):             pose metrics within 2 % (or the measured explanation in the text)
 """
 
 from __future__ import annotations
@@ -15,103 +15,116 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from posrft.files import atomic_write_json, atomic_write_text
+from posrft.files import atomic_save_figure, atomic_write_json, atomic_write_text
 
-B, C, D = "sft_gaussian", "sft_gaussian+hygrpo", "sft_gaussian+grpo_text_only"
-POSE_COLS = (("mpjpe", "MPJPE mm"), ("pa_mpjpe", "PA-MPJPE mm"), ("valid_rate", "valid %"))
-TEXT_COLS = (("mrecall", "mRecall"), ("r_t2p@5", "t2p R@5"), ("r_t2p@10", "R@10"), ("r_t2p@20", "R@20"),
-             ("r_p2t@5", "p2t R@5"), ("r_p2t@10", "R@10"), ("r_p2t@20", "R@20"),
-             ("mrecall_pool32", "mRecall (pools of 32)"), ("mpjpe", "MPJPE mm"), ("pa_mpjpe", "PA-MPJPE mm"))  # fmt: skip
-PERCENT = {"valid_rate", "mrecall", "mrecall_pool32"}
+B, C, D, E = "(b) sft_gaussian", "+hygrpo", "+grpo_text_only", "+more_sft"
+CONVENTIONS = (("mrecall_poserft", "Pose-RFT R@5/10/20"), ("mrecall_posescript", "PoseScript R@1/5/10"),
+               ("mrecall_unipose", "UniPose R@1/5/10/20"), ("mrecall_pool32", "pools of 32"))  # fmt: skip
 CURVE_KEYS = {
-    "image2pose": ("rewards/joint/mean", "rewards/reprojection/mean", "rewards/format/mean", "pose/sigma"),
-    "text2pose": ("rewards/joint/mean", "rewards/semantic/mean", "rewards/format/mean", "pose/sigma"),
+    "image2pose": ("rewards/joint_pelvis/mean", "rewards/joint_pa/mean", "rewards/reprojection/mean", "reward/text"),
+    "text2pose": ("rewards/joint_pelvis/mean", "rewards/joint_pa/mean", "rewards/semantic/mean", "reward/text"),
 }
 
 
-def _mean(values: list[float]) -> float:
-    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return statistics.fmean(vals) if vals else float("nan")
+def _runs(row: Any) -> list[dict[str, Any]]:
+    return row if isinstance(row, list) else [row]
 
 
-def aggregate(results: dict[str, dict[int, Any]], split: str = "test") -> dict[str, dict[str, Any]]:
-    """``{variant: {task: {metric: mean, ..., "seeds": {seed: {...}}}}}`` over every seed."""
-    out: dict[str, dict[str, Any]] = {}
-    for task, by_seed in results.items():
-        for seed, res in by_seed.items():
-            for name, row in res["variants"].items():
-                if split in row:
-                    out.setdefault(name, {}).setdefault(task, {"seeds": {}})["seeds"][str(seed)] = row[split]
-    for tasks in out.values():
-        for cell in tasks.values():
-            keys = sorted({k for r in cell["seeds"].values() for k in r})
-            for k in keys:
-                cell[k] = _mean([r.get(k) for r in cell["seeds"].values()])
-    return out
+def metric(row: Any, key: str, split: str = "test") -> list[float]:
+    """Per-seed values of ``key`` (``mpjpe``, ``pa_mpjpe``, ``valid_rate`` or a retrieval key
+    ``MODEL:NAME`` such as ``evaluator:mrecall_poserft``)."""
+    vals = []
+    for r in _runs(row):
+        cell = r.get(split)
+        if cell is None:
+            continue
+        if ":" in key:
+            model, name = key.split(":")
+            v = (cell.get(f"retrieval/{model}") or {}).get(name)
+        else:
+            v = cell.get(key)
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            vals.append(float(v))
+    return vals
 
 
-def criteria(v: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's success criteria, each with the measured value and whether it holds."""
+def mean_std(vals: list[float]) -> tuple[float, float]:
+    if not vals:
+        return math.nan, math.nan
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _fmt(vals: list[float], pct: bool = False) -> str:
+    m, s = mean_std(vals)
+    if math.isnan(m):
+        return "–"
+    k = 100 if pct else 1
+    return f"{k * m:.1f}" if len(vals) == 1 else f"{k * m:.1f} ± {k * s:.1f}"
+
+
+def criteria(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
 
-    def rel(name: str, task: str, metric: str) -> float:
-        return (v[name][task][metric] - v[B][task][metric]) / v[B][task][metric]
+    def compare(task: str, key: str, rel: bool, threshold: float, name: str, within: bool = False) -> None:
+        r = results.get(task, {}).get("rows", {})
+        if B not in r or (C if not within else D) not in r:
+            return
+        other = r[D] if within else r[C]
+        (b, _), (x, sx) = mean_std(metric(r[B], key)), mean_std(metric(other, key))
+        diff = (x - b) / b if rel else x - b
+        if within:
+            holds = abs(diff) <= threshold
+            value = f"{100 * diff:+.1f} %"
+        else:
+            beyond = abs(x - b) > 2 * sx
+            holds = (diff <= -threshold if rel else diff >= threshold) and beyond
+            value = (f"{100 * diff:+.1f} % (seed std {sx:.1f} mm)" if rel
+                     else f"{100 * diff:+.1f} points (seed std {100 * sx:.1f})")
+        rows.append({"criterion": name, "value": value, "holds": bool(holds)})
 
-    if C in v and B in v and "image2pose" in v[C]:
+    for m in ("mpjpe", "pa_mpjpe"):
+        compare("image2pose", m, True, 0.10, f"(c) vs (b) image→pose {m}: ≥ 10 % lower, beyond 2 seed-std")
+    compare("text2pose", "evaluator:mrecall_poserft", False, 0.10,
+            "(c) vs (b) text→pose mRecall (evaluator, Pose-RFT): ≥ +10 points, beyond 2 seed-std")
+    for task in ("image2pose", "text2pose"):
         for m in ("mpjpe", "pa_mpjpe"):
-            r = rel(C, "image2pose", m)
-            rows.append({"criterion": f"(c) vs (b) image2pose {m}: ≥ 10 % lower", "value": f"{100 * r:+.1f} %",
-                         "holds": r <= -0.10})  # fmt: skip
-    if C in v and B in v and "text2pose" in v[C]:
-        d = 100 * (v[C]["text2pose"]["mrecall"] - v[B]["text2pose"]["mrecall"])
-        rows.append({"criterion": "(c) vs (b) text2pose mRecall: ≥ +10 points", "value": f"{d:+.1f} points",
-                     "holds": d >= 10})  # fmt: skip
-    if D in v and B in v and "image2pose" in v[D]:
-        for m in ("mpjpe", "pa_mpjpe"):
-            r = rel(D, "image2pose", m)
-            rows.append({"criterion": f"(d) vs (b) image2pose {m}: within 2 %", "value": f"{100 * r:+.1f} %",
-                         "holds": abs(r) <= 0.02})  # fmt: skip
+            compare(task, m, True, 0.02, f"(d) vs (b) {task} {m}: within 2 %", within=True)
     return rows
 
 
-def _cell(row: dict[str, Any] | None, key: str) -> str:
-    if row is None or key not in row or row[key] is None or (isinstance(row[key], float) and math.isnan(row[key])):
-        return "–"
-    val = row[key]
-    if key in PERCENT or key.startswith("r_"):
-        return f"{100 * val:.1f}"
-    return f"{val:.1f}"
+def _pose_table(task: str, res: dict[str, Any]) -> list[str]:
+    refs = res.get("references", {})
+    lines = ["| row | seeds | MPJPE mm | PA-MPJPE mm | valid % | train min |", "|---|---|---|---|---|---|"]
+    for name, row in res["rows"].items():
+        runs = _runs(row)
+        train = statistics.fmean(r.get("train_s", math.nan) for r in runs) / 60
+        lines.append(f"| {name} | {len(runs)} | {_fmt(metric(row, 'mpjpe'))} | {_fmt(metric(row, 'pa_mpjpe'))} | "
+                     f"{_fmt(metric(row, 'valid_rate'), True)} | {train:.0f} |")
+    if "mean_pose" in refs:
+        lines.append(f"| *mean pose (reference)* | – | {refs['mean_pose']['mpjpe']:.1f} | {refs['mean_pose']['pa_mpjpe']:.1f} | – | – |")
+    return lines
 
 
-def _table(variants: dict[str, dict[str, Any]], task: str, cols, refs: dict[str, Any]) -> str:
-    head = "| variant | " + " | ".join(label for _, label in cols) + " |\n"
-    head += "|---" * (len(cols) + 1) + "|\n"
-    lines = []
-    for name, tasks in variants.items():
-        if task in tasks:
-            lines.append(f"| {name} | " + " | ".join(_cell(tasks[task], k) for k, _ in cols) + " |")
-    for ref_name, ref in refs.items():
-        lines.append(f"| *reference: {ref_name}* | " + " | ".join(_cell(ref, k) for k, _ in cols) + " |")
-    return head + "\n".join(lines) + "\n"
+def _retrieval_table(res: dict[str, Any]) -> list[str]:
+    head = "| row | model | " + " | ".join(label for _, label in CONVENTIONS) + " |"
+    lines = [head, "|---|---|" + "---|" * len(CONVENTIONS)]
+    for name, row in res["rows"].items():
+        for model in ("evaluator", "reward_model"):
+            cells = [_fmt(metric(row, f"{model}:{k}"), True) for k, _ in CONVENTIONS]
+            if any(c != "–" for c in cells):
+                lines.append(f"| {name} | {model} | " + " | ".join(cells) + " |")
+    # the ground-truth poses under each model: the ceiling on this split
+    first = _runs(next(iter(res["rows"].values())))[0]["test"]
+    for model in ("evaluator", "reward_model"):
+        ref = first.get(f"reference/{model}")
+        if ref:
+            lines.append(f"| *ground-truth poses* | {model} | " + " | ".join(
+                f"{100 * ref[k]:.1f}" if k in ref else "–" for k, _ in CONVENTIONS) + " |")
+    return lines
 
 
-def references(results: dict[str, dict[int, Any]]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for task, by_seed in results.items():
-        refs: dict[str, Any] = {}
-        names = {n for res in by_seed.values() for n in res["references"]}
-        for n in names:
-            keys = {k for res in by_seed.values() for k in res["references"].get(n, {})}
-            refs[n] = {k: _mean([res["references"][n].get(k) for res in by_seed.values()]) for k in keys}
-        gt = [res["variants"][B]["test"].get("reference_gt_mrecall") for res in by_seed.values() if B in res["variants"]]
-        if any(g is not None for g in gt):
-            refs["ground-truth poses"] = {"mrecall": _mean(gt)}
-        out[task] = refs
-    return out
-
-
-def plot_curves(results: dict[str, dict[int, Any]], out: Path, smooth: int = 5) -> list[Path]:
-    """One PNG per task: each RL row's reward curves (moving average over ``smooth`` logs)."""
+def plot_curves(results: dict[str, Any], out: Path, stem: str, smooth: int = 3) -> list[Path]:
+    """One PNG per task: the seed-0 reward curves of each RL row."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,65 +133,58 @@ def plot_curves(results: dict[str, dict[int, Any]], out: Path, smooth: int = 5) 
     from posrft.train.plots import read_metrics
 
     paths = []
-    for task, by_seed in results.items():
-        seed, res = sorted(by_seed.items())[0]
+    for task, res in results.items():
         keys = CURVE_KEYS[task]
         fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
-        for name, row in res["variants"].items():
-            log = row.get("metrics_log")
+        for name, row in res["rows"].items():
+            log = _runs(row)[0].get("metrics_log")
             if not log or not Path(log).exists():
                 continue
             rows = read_metrics(log)
             for ax, key in zip(axes, keys):
-                alias = key.replace("rewards/format/", "rewards/format_reward/")  # TRL's name
-                pts = [(r["step"], r.get(key, r.get(alias))) for r in rows if r.get(key, r.get(alias)) is not None]
-                if not pts:
-                    continue
-                xs = [p[0] for p in pts]
-                ys = [statistics.fmean(p[1] for p in pts[max(0, i - smooth + 1):i + 1]) for i in range(len(pts))]
-                ax.plot(xs, ys, label=name.replace("sft_gaussian+", "+"), lw=1.2)
+                pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+                if pts:
+                    ys = [statistics.fmean(p[1] for p in pts[max(0, i - smooth + 1):i + 1]) for i in range(len(pts))]
+                    ax.plot([p[0] for p in pts], ys, label=name, lw=1.2)
         for ax, key in zip(axes, keys):
             ax.set_title(key, fontsize=9)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=6)
-        fig.suptitle(f"{task}: reward curves per variant (seed {seed}, moving average of {smooth} logs)", fontsize=10)
+        fig.suptitle(f"{task}: training reward per RL row (seed 0, moving average of {smooth} logs)", fontsize=10)
         fig.tight_layout()
-        path = out / f"curves_{task}.png"
-        tmp = path.with_suffix(".tmp.png")
-        fig.savefig(tmp, dpi=110)
+        paths.append(atomic_save_figure(out / f"curves_{stem}_{task}.png", fig, dpi=110))
         plt.close(fig)
-        tmp.replace(path)
-        paths.append(path)
     return paths
 
 
-def write_report(results: dict[str, dict[int, Any]], out: Path, *, settings: dict[str, Any], mode: str,
-                 wall_s: float, command: str) -> dict[str, Path]:  # fmt: skip
+def write_report(results: dict[str, Any], out: Path, *, stem: str, settings: dict[str, Any], mode: str,
+                 wall_s: float, command: str) -> dict[str, Any]:  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    variants, val = aggregate(results, "test"), aggregate(results, "val")
-    refs = references(results)
-    crit = criteria(variants)
-    timings = {t: {s: r["timings_s"] for s, r in by_seed.items()} for t, by_seed in results.items()}
-    payload = {"variants": variants, "val": val, "references": refs, "criteria": crit, "settings": settings,
-               "mode": mode, "seeds": sorted({s for r in results.values() for s in r}), "wall_s": round(wall_s, 1),
-               "timings_s": timings, "command": command}  # fmt: skip
-    curves = plot_curves(results, out)
-    stage_min = {t: sum(sum(v.values()) for v in by_seed.values()) / 60 for t, by_seed in timings.items()}
-    payload["stage_minutes"] = {t: round(v, 1) for t, v in stage_min.items()}
-    cost = ", ".join(f"{t} {v:.1f} min" for t, v in stage_min.items())
-    md = [f"# Pose-RFT results table ({mode})\n",
-          f"Regenerate: `{command}`. Compute per task (all stages, the two tasks run in parallel, one "
-          f"thread each): {cost}; this invocation's wall time {wall_s / 60:.1f} min (stages already in "
-          "the work folder are reused).\n",
-          "Test split; mean over seeds " + ", ".join(map(str, payload["seeds"])) + ". "
-          "Retrieval: the evaluation retrieval model (never the reward's).\n",
-          "## image→pose\n", _table(variants, "image2pose", POSE_COLS, refs.get("image2pose", {})),
-          "\n## text→pose\n", _table(variants, "text2pose", TEXT_COLS, refs.get("text2pose", {})),
-          "\n## Success criteria\n", "| criterion | measured | holds |\n|---|---|---|\n"
-          + "\n".join(f"| {c['criterion']} | {c['value']} | {'yes' if c['holds'] else '**no**'} |" for c in crit) + "\n",
-          "\n## Curves\n", "\n".join(f"![{p.stem}]({p.name})" for p in curves) + "\n"]  # fmt: skip
-    md_path = atomic_write_text(out / "pose_rft.md", "\n".join(md))
-    json_path = atomic_write_json(out / "pose_rft.json", payload)
-    return {"json": json_path, "markdown": md_path, "curves": curves}  # type: ignore[dict-item]
-
+    crit = criteria(results)
+    compute = {t: sum(r.get("train_s", 0) for row in res["rows"].values() for r in _runs(row)) / 3600
+               for t, res in results.items()}  # fmt: skip
+    curves = plot_curves(results, out, stem)
+    md = [f"# Pose-RFT results table ({mode} start)", "",
+          f"Regenerate: `{command}`. Training time of the rows below: "
+          + ", ".join(f"{t} {h:.1f} h" for t, h in compute.items())
+          + f" (the tasks run in parallel, one thread each, on a 2-core CPU shared with other jobs; "
+          f"this invocation {wall_s / 3600:.1f} h, finished stages reused). Test split; mean ± std over "
+          "the seeds of each row (SFT rows: one run each, the start of every RL seed). Settings were "
+          "chosen on val.", ""]
+    for task in ("image2pose", "text2pose"):
+        if task in results:
+            md += [f"## {task}", ""] + _pose_table(task, results[task]) + [""]
+            if task == "text2pose":
+                md += ["### text→pose retrieval (%), by convention and retrieval model", "",
+                       "`evaluator`: trained on the other half of the training split with another seed; "
+                       "`reward_model`: the semantic reward's own model (the paper's set-up).", ""]
+                md += _retrieval_table(results[task]) + [""]
+    md += ["## Criteria", "", "| criterion | measured | holds |", "|---|---|---|"]
+    md += [f"| {c['criterion']} | {c['value']} | {'yes' if c['holds'] else '**no**'} |" for c in crit]
+    md += ["", "## Curves", ""] + [f"![{p.stem}]({p.name})" for p in curves]
+    payload = {"results": results, "criteria": crit, "settings": settings, "mode": mode,
+               "compute_h": compute, "wall_s": wall_s, "command": command}
+    atomic_write_json(out / f"{stem}.json", payload)
+    md_path = atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
+    return {"markdown": md_path, "criteria": crit}

@@ -1,33 +1,37 @@
-"""Pose-RFT's results table on the offline benchmark: SFT baselines vs HyGRPO vs text-only GRPO.
+"""Pose-RFT's results table: SFT baselines vs HyGRPO vs text-only GRPO, on a pretrained start.
 
-    python benchmarks/pose_rft_table.py [--quick] --out DIR [--seeds 0] [--work DIR]
+    python benchmarks/pose_rft_table.py --out docs/results [--start pretrained|tiny] [--quick]
+                                        [--tasks text2pose image2pose] [--work DIR]
 
-For each task (text→pose and image→pose: own synthetic data, own tiny model — text-only Qwen2
-for text→pose so TRL can load it, LLaVA for image→pose) and seed, it trains and evaluates:
+``--start pretrained`` (the default): SmolLM2-135M-Instruct for text→pose and SmolLM2 +
+DINOv2-small (224 px, 16 image tokens) for image→pose, built offline by ``posrft model
+init-pretrained``, LoRA on the top decoder layers; ``--start tiny``: the tiny random models
+(the cheap second section). ``--text-model`` / ``--image-model`` take any local HF folder
+instead. Per task, in this order (every stage resumable: a finished one leaves
+``WORK/<task>/<row>/result.json``):
 
-    sft_deterministic              SFT, deterministic head (L2 on μ only)                = (a)
-    sft_gaussian                   SFT, Gaussian head (NLL on μ, σ)                      = (b)
-    sft_gaussian+hygrpo            (b) + HyGRPO (text + pose surrogates)                 = (c)
-    sft_gaussian+grpo_text_only    (b) + GRPO on text tokens only: every reward feeds the
-                                   token advantage, rewards score μ, no pose term        = (d)
-    sft_gaussian+more_sft          (b) + as many SFT steps as the RL runs take (control)
-    sft_gaussian+hygrpo[joint_ratio]  ablation: one ratio per pose instead of per dimension
-    sft_gaussian+hygrpo[sft_sigma] ablation: exploration σ as SFT left it (no clamp log σ ≤ -3)
-    sft_gaussian+hygrpo[-R]        ablation: reward R dropped, for each reward in turn
-    trl_grpo_text_only             outside check of (d): TRL's GRPOTrainer on the text→pose
-                                   model's language model (pose head carried over from (b))
+    (a) sft_deterministic           SFT, deterministic head (L2 on μ)
+    (b) sft_gaussian                SFT, Gaussian head (``l2_nll``: μ as (a), σ fitted by NLL)
+    (c) +hygrpo                     (b) + HyGRPO with issue 15's settings (K nested pose samples,
+                                    per-joint credit, fixed σ), seeds 0, 1, 2
+    (d) +grpo_text_only             (b) + GRPO on the text tokens only: every reward feeds the
+                                    token advantage, rewards score μ, no pose term; seeds 0, 1, 2
+    (e) +more_sft                   (b) + SFT for as long (wall time) as a (c) run; seeds 0, 1, 2
+    ablations (seed 0)              (c) with K = 1 (the paper), without per-joint credit, σ as the
+                                    SFT head predicts it, one joint ratio, and each pose reward
+                                    dropped
+    trl_grpo_text_only (text→pose)  TRL's GRPOTrainer on (b)'s language model, an outside check
+                                    of (d)
 
-plus two references per task: ``mean_pose`` (always answer the training set's mean pose) and,
-for retrieval, the ground-truth poses scored by the same evaluator. Numbers are on ``test``;
-``val`` numbers of the main rows are stored too (settings were chosen on ``val`` only).
-Retrieval metrics use the *evaluation* retrieval model (train subset b, seed 1+seed), never
-the semantic reward's (subset a, seed seed).
+References: the training set's mean pose, and (text→pose) the ground-truth poses under each
+retrieval model. Retrieval is scored by two models: the independent evaluator (train subset b,
+seed 1) and the semantic reward's own model (subset a, seed 0), every mRecall convention
+(PoseScript R@1/5/10, Pose-RFT R@5/10/20, UniPose R@1/5/10/20, pools of 32). Settings were
+chosen on val; tables report test, mean ± std over the seeds of the RL stage (SFT rows are one
+run each, shared by every seed).
 
-Writes ``DIR/pose_rft.json`` (``{"variants": {name: {"image2pose": {...}, "text2pose":
-{...}}}, "references": ..., "criteria": ..., "settings": ..., "wall_s": ...}``),
-``DIR/pose_rft.md`` (tables, criteria, regenerate command) and ``DIR/curves_{task}.png``. The
-two tasks run as two processes (one thread each); every stage trains on one learner process
-with in-process sampling — the recipes in ``recipes/`` cover accelerate + DeepSpeed + Ray.
+Writes ``OUT/pose_rft.json`` / ``.md`` (``--start tiny``: ``pose_rft_tiny.*``) and prints the
+markdown; the last line is one JSON object (wall time, criteria).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -42,239 +47,300 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+TASKS = ("text2pose", "image2pose")
+SEEDS = (0, 1, 2)
 
-TASKS = ("image2pose", "text2pose")
-
-#: Chosen on the val split (see docs/results/pose_rft.md for the tuning runs).
+_RL_COMMON = {"beta": 0.0, "pose_beta": 0.0, "pose_sigma": "fixed", "pose_sigma_value": 0.05,
+              "per_joint_credit": True, "temperature": 1.0, "logging_steps": 5}  # fmt: skip
 SETTINGS: dict[str, dict[str, Any]] = {
-    "full": {
-        "data": {"text2pose": 6000, "image2pose": 3000},
+    "pretrained": {
+        "data": {"text2pose": 6000, "image2pose": 3000}, "image_size": 224,
+        "eval_val": 100, "eval_test": 200,
+        "sft": {"max_steps": 300, "learning_rate": 1e-3, "per_device_train_batch_size": 16,
+                "pose_loss_weight": 10.0, "use_peft": True, "lora_layers": 8},
+        "rl": {"max_steps": 60, "learning_rate": 2e-4, "per_device_train_batch_size": 16,
+               "num_generations": 2, "num_pose_samples": 32, "max_completion_length": 16,
+               "use_peft": True, "lora_layers": 8, "train_projector": False, **_RL_COMMON},
+        "trl_steps": 30, "retrieval_epochs": 60,
+    },
+    "tiny": {
+        "data": {"text2pose": 6000, "image2pose": 3000}, "image_size": 56,
         "eval_val": 200, "eval_test": 400,
         "sft": {"max_steps": 2000, "learning_rate": 1e-3, "per_device_train_batch_size": 16,
                 "pose_loss_weight": 10.0},
-        "rl": {"max_steps": 300, "learning_rate": 1e-3, "per_device_train_batch_size": 16,
-               "num_generations": 8, "max_completion_length": 16, "beta": 0.04,
-               "pose_epsilon": 0.2, "temperature": 1.0, "log_std_max": -3.0},
-        "trl_steps": 150, "retrieval_epochs": 60,
+        "rl": {"max_steps": 100, "learning_rate": 1e-4, "per_device_train_batch_size": 64,
+               "num_generations": 4, "num_pose_samples": 16, "max_completion_length": 24,
+               **_RL_COMMON},
+        "trl_steps": 100, "retrieval_epochs": 60,
     },
     "quick": {
-        "data": {"text2pose": 400, "image2pose": 240},
-        "eval_val": 32, "eval_test": 40,
-        "sft": {"max_steps": 60, "learning_rate": 1e-3, "per_device_train_batch_size": 16,
+        "data": {"text2pose": 300, "image2pose": 200}, "image_size": 56,
+        "eval_val": 24, "eval_test": 32,
+        "sft": {"max_steps": 40, "learning_rate": 1e-3, "per_device_train_batch_size": 16,
                 "pose_loss_weight": 10.0},
-        "rl": {"max_steps": 8, "learning_rate": 1e-3, "per_device_train_batch_size": 16,
-               "num_generations": 8, "max_completion_length": 16, "beta": 0.04,
-               "pose_epsilon": 0.2, "temperature": 1.0, "log_std_max": -3.0},
-        "trl_steps": 4, "retrieval_epochs": 10,
+        "rl": {"max_steps": 4, "learning_rate": 1e-4, "per_device_train_batch_size": 16,
+               "num_generations": 4, "num_pose_samples": 8, "max_completion_length": 16,
+               **{**_RL_COMMON, "logging_steps": 2}},
+        "trl_steps": 2, "retrieval_epochs": 5,
     },
 }
 
 
 def task_rewards(task: str, reward_model: str | None) -> list[dict[str, Any]]:
-    """The paper's reward set per task: format → text; joints (+ semantic / reprojection) → pose."""
-    rewards = [{"func": "format", "weight": 1.0, "target": "text"},
-               {"func": "joint", "weight": 1.0, "target": "pose", "kwargs": {"kind": "exp", "tau": 0.3}}]  # fmt: skip
+    """Text: format + similarity to the reference answer. Pose: joints (pelvis and Procrustes,
+    per joint) + semantic alignment (text→pose) or 2D reprojection (image→pose)."""
+    joint = {"kind": "neg_mean", "tau": 0.1, "per_joint": True}
+    rewards = [{"func": "format", "target": "text"}, {"func": "text_similarity", "target": "text"},
+               {"func": "joint", "name": "joint_pelvis", "target": "pose", "kwargs": joint},
+               {"func": "joint", "name": "joint_pa", "target": "pose",
+                "kwargs": {**joint, "align": "procrustes"}}]  # fmt: skip
     if task == "text2pose":
-        rewards.append({"func": "semantic", "weight": 1.0, "target": "pose", "kwargs": {"model_path": reward_model}})
+        rewards.append({"func": "semantic", "target": "pose", "kwargs": {"model_path": reward_model}})
     else:
         rewards.append({"func": "reprojection", "weight": 0.5, "target": "pose"})
     return rewards
 
 
-def rl_variants(task: str, reward_model: str | None) -> dict[str, dict[str, Any]]:
-    """HyGRPO-config overrides of each RL row (relative to the task's settings)."""
+def rl_rows(task: str, reward_model: str | None) -> dict[str, tuple[dict[str, Any], tuple[int, ...]]]:
+    """RL rows: name → (HyGRPO-config overrides, seeds)."""
     full = task_rewards(task, reward_model)
-    out: dict[str, dict[str, Any]] = {
-        "sft_gaussian+hygrpo": {"rewards": full},
-        "sft_gaussian+grpo_text_only": {"rewards": [{**r, "target": "text"} for r in full], "discrete_only": True},
-        "sft_gaussian+hygrpo[joint_ratio]": {"rewards": full, "pose_ratio": "joint"},
-        # σ keeps the SFT head's range instead of the tuned clamp (log σ ≤ -3)
-        "sft_gaussian+hygrpo[sft_sigma]": {"rewards": full, "log_std_max": None},
+    rows: dict[str, tuple[dict[str, Any], tuple[int, ...]]] = {
+        "+hygrpo": ({"rewards": full}, SEEDS),
+        "+grpo_text_only": ({"rewards": [{**r, "target": "text"} for r in full], "discrete_only": True,
+                             "num_pose_samples": 1, "per_joint_credit": False}, SEEDS),
+        "+hygrpo[K1]": ({"rewards": full, "num_pose_samples": 1}, (0,)),
+        "+hygrpo[no_credit]": ({"rewards": full, "per_joint_credit": False}, (0,)),
+        "+hygrpo[sigma_learned]": ({"rewards": full, "pose_sigma": "learned", "pose_sigma_value": None}, (0,)),
+        "+hygrpo[joint_ratio]": ({"rewards": full, "per_joint_credit": False, "pose_ratio": "joint",
+                                  "pose_epsilon": 0.05}, (0,)),
     }
     for r in full:
-        out[f"sft_gaussian+hygrpo[-{r['func']}]"] = {"rewards": [x for x in full if x is not r]}
-    return out
+        if r["target"] == "pose":
+            name = r.get("name", r["func"])
+            rows[f"+hygrpo[-{name}]"] = ({"rewards": [x for x in full if x is not r]}, (0,))
+    return rows
 
 
 # ------------------------------------------------------------------------------ one task
-def run_task(task: str, seed: int, mode: str, work: Path, base_model: str | None = None) -> dict[str, Any]:
-    """Every row of one task and seed; returns ``{"variants": {...}, "references": {...}}``.
+class Task:
+    """Every stage of one task; results are cached in ``WORK/<task>/<row>/result.json``."""
 
-    ``base_model``: a local HF model folder to start from instead of the tiny offline one (a
-    real checkpoint on a GPU machine: the rest of the protocol is unchanged)."""
-    import torch
+    def __init__(self, task: str, mode: str, start: str, work: Path, base_model: str | None) -> None:
+        self.task, self.mode, self.start = task, mode, start
+        self.s = SETTINGS[mode]
+        self.work = work / task
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.base_model = base_model
+        self.data = self.work / "data"
 
-    torch.set_num_threads(1)
-    from posrft.data.synth import synth_dataset
-    from posrft.eval.evaluate import evaluate_model
-    from posrft.files import atomic_write_json
-    from posrft.policy.tiny import build_tiny_model, build_tiny_text_model
-    from posrft.train.config import HyGRPOConfig, SFTConfig
-    from posrft.train.hygrpo import run_hygrpo
-    from posrft.train.sft import run_sft
+    # -- helpers
+    def _done(self, row: str) -> dict[str, Any] | None:
+        f = self.work / row / "result.json"
+        return json.loads(f.read_text()) if f.is_file() else None
 
-    s = SETTINGS[mode]
-    work.mkdir(parents=True, exist_ok=True)
-    stamp = work / "settings.json"  # finished stages are reused only under the same settings
-    wanted = json.dumps({"settings": s, "base_model": base_model}, sort_keys=True)
-    if stamp.exists() and stamp.read_text() != wanted:
-        raise SystemExit(f"{work} holds stages trained with other settings ({stamp}); "
-                         "delete it or pass another --work")
-    stamp.write_text(wanted)
-    # Stage times persist in the work folder, so a rerun that reuses finished stages still
-    # reports what they cost when they were trained.
-    timing_file = work / "timings.json"
-    timings: dict[str, float] = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+    def _save(self, row: str, result: dict[str, Any]) -> dict[str, Any]:
+        from posrft.files import atomic_write_json
 
-    def timed(name: str, fn, *a, **k):
-        t = time.perf_counter()
-        out = fn(*a, **k)
-        timings[name] = round(time.perf_counter() - t, 1)
-        atomic_write_json(timing_file, timings)
-        print(f"[{task} seed {seed}] {name}: {timings[name]:.0f}s", flush=True)
+        atomic_write_json(self.work / row / "result.json", result)
+        print(f"[{self.task}] {row}: {json.dumps(_brief(result))}", flush=True)
+        return result
+
+    def evaluate(self, model: Path, splits: tuple[str, ...] = ("test",)) -> dict[str, Any]:
+        from posrft.eval.evaluate import evaluate_model
+
+        out = {}
+        for split in splits:
+            n = self.s["eval_test"] if split == "test" else self.s["eval_val"]
+            r = evaluate_model(model, self.data, self.task, split=split, num_samples=n,
+                               retrieval_model=self.retrieval, max_new_tokens=24)  # fmt: skip
+            out[split] = compact(r)
         return out
 
-    data = work / "data"
-    if not data.exists():
-        timed("data", synth_dataset, task, s["data"][task], data, seed=seed)
-    model0 = Path(base_model) if base_model else work / "tiny"
-    if not model0.exists():
-        build = build_tiny_text_model if task == "text2pose" else build_tiny_model
-        timed("tiny_model", build, model0, seed=seed)
-    reward_model = eval_model = None
-    if task == "text2pose":
-        from posrft.eval.retrieval_train import train_retrieval
+    # -- stages
+    def prepare(self) -> None:
+        import torch
 
-        reward_model, eval_model = work / "retrieval_reward", work / "retrieval_eval"
-        if not eval_model.exists():
-            timed("retrieval_reward", train_retrieval, data, reward_model, seed=seed, subset="a",
-                  epochs=s["retrieval_epochs"], eval_split="val")  # fmt: skip
-            timed("retrieval_eval", train_retrieval, data, eval_model, seed=seed + 1, subset="b",
-                  epochs=s["retrieval_epochs"], eval_split="val")  # fmt: skip
-        reward_model, eval_model = str(reward_model), str(eval_model)
+        torch.set_num_threads(1)
+        from posrft.data.synth import synth_dataset
 
-    def evaluate(model: Path, split: str) -> dict[str, Any]:
-        n = s["eval_test"] if split == "test" else s["eval_val"]
-        r = evaluate_model(model, data, task, split=split, num_samples=n, retrieval_model=eval_model, seed=seed)
-        return compact(r)
+        if not (self.data / "dataset_dict.json").is_file():
+            extra = {"image_size": self.s["image_size"]} if self.task == "image2pose" else {}
+            synth_dataset(self.task, self.s["data"][self.task], self.data, seed=0, **extra)
+        self.model0 = Path(self.base_model) if self.base_model else self.work / "start"
+        if not (self.model0 / "config.json").is_file():
+            if self.start == "pretrained":
+                from posrft.policy.pretrained import init_pretrained
 
-    rows: dict[str, Any] = {}
-    common = {"dataset_path": str(data), "seed": seed, "report_to": ["none"], "logging_steps": 10}
+                init_pretrained(self.model0, text="smollm2",
+                                vision="dinov2-small" if self.task == "image2pose" else "none",
+                                image_size=self.s["image_size"])  # fmt: skip
+            else:
+                from posrft.policy.tiny import build_tiny_model, build_tiny_text_model
 
-    def sft(name: str, start: Path, steps: int, **kw: Any) -> Path:
-        out = work / name
-        if not (out / "final").exists():
-            cfg = SFTConfig(model_name_or_path=str(start), output_dir=str(out),
-                            **{**s["sft"], "max_steps": steps, **kw}, **common)  # fmt: skip
-            timed(name, run_sft, cfg)
-        return out / "final"
+                (build_tiny_text_model if self.task == "text2pose" else build_tiny_model)(self.model0, seed=0)
+        self.reward_model = self.retrieval = None
+        if self.task == "text2pose":
+            from posrft.eval.retrieval_train import train_retrieval
 
-    def record(name: str, model: Path, val: bool, log: Path | None = None) -> None:
-        rows[name] = {"test": timed(f"eval {name}", evaluate, model, "test")}
-        if val:
-            rows[name]["val"] = evaluate(model, "val")
-        if log is not None and log.exists():
-            rows[name]["metrics_log"] = str(log)
+            reward, evaluator = self.work / "retrieval_reward", self.work / "retrieval_eval"
+            if not evaluator.exists():  # both are written atomically, the evaluator last
+                train_retrieval(self.data, reward, seed=0, subset="a", epochs=self.s["retrieval_epochs"], eval_split="val")
+                train_retrieval(self.data, evaluator, seed=1, subset="b", epochs=self.s["retrieval_epochs"], eval_split="val")
+            self.reward_model = str(reward)
+            self.retrieval = {"evaluator": str(evaluator), "reward_model": str(reward)}
 
-    record("sft_deterministic", sft("sft_deterministic", model0, s["sft"]["max_steps"], pose_loss="l2"), val=True)
-    b = sft("sft_gaussian", model0, s["sft"]["max_steps"], pose_loss="nll")
-    record("sft_gaussian", b, val=True)
-    rl_steps = s["rl"]["max_steps"]
-    record("sft_gaussian+more_sft", sft("sft_gaussian+more_sft", b, rl_steps, pose_loss="nll"), val=True)
-    for name, over in rl_variants(task, reward_model).items():
-        out = work / name
-        if not (out / "final").exists():
-            cfg = HyGRPOConfig(model_name_or_path=str(b), output_dir=str(out), num_rollout_workers=0,
-                               log_completions=False, **{**s["rl"], **over}, **{**common, "logging_steps": 1})  # fmt: skip
-            timed(name, run_hygrpo, cfg)
-        main = "[" not in name
-        record(name, out / "final", val=main, log=out / "metrics.jsonl")
-    if task == "text2pose":
+    def sft(self, row: str, start: Path, steps: int, seed: int = 0, **kw: Any) -> dict[str, Any]:
+        from posrft.train.config import SFTConfig
+        from posrft.train.sft import run_sft
+
+        if (r := self._done(row)) is not None:
+            return r
+        out = self.work / row
+        t = time.perf_counter()
+        cfg = {**self.s["sft"], "max_steps": steps, **kw}
+        run_sft(SFTConfig(model_name_or_path=str(start), dataset_path=str(self.data), output_dir=str(out),
+                          seed=seed, report_to=["none"], logging_steps=25, save_steps=max(1, steps // 4),
+                          resume_from_checkpoint="latest", **cfg))  # fmt: skip
+        train_s = time.perf_counter() - t
+        log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        step_s = statistics.median(r["time/step"] for r in log)
+        return self._save(row, {"train_s": train_s, "step_s": step_s, "steps": steps,
+                                **self.evaluate(out / "final", ("val", "test"))})  # fmt: skip
+
+    def rl(self, row: str, start: Path, overrides: dict[str, Any], seed: int) -> dict[str, Any]:
+        from posrft.train.config import HyGRPOConfig
+        from posrft.train.hygrpo import run_hygrpo
+
+        name = f"{row}_s{seed}"
+        if (r := self._done(name)) is not None:
+            return r
+        out = self.work / name
+        cfg = {**self.s["rl"], **overrides}
+        t = time.perf_counter()
+        run_hygrpo(HyGRPOConfig(model_name_or_path=str(start), dataset_path=str(self.data), output_dir=str(out),
+                                seed=seed, num_rollout_workers=0, report_to=["none"], log_completions=False,
+                                save_steps=max(1, cfg["max_steps"] // 3), resume_from_checkpoint="latest", **cfg))  # fmt: skip
+        train_s = time.perf_counter() - t
+        splits = ("val", "test") if seed == 0 else ("test",)
+        return self._save(name, {"train_s": train_s, "metrics_log": str(out / "metrics.jsonl"),
+                                 **self.evaluate(out / "final", splits)})  # fmt: skip
+
+    def trl(self, start: Path) -> dict[str, Any]:
+        sys.path.insert(0, str(HERE))
         from pose_rft_trl import run_trl_text_only
 
-        out = work / "trl_grpo_text_only"
-        if not (out / "final").exists():
-            timed("trl_grpo_text_only", run_trl_text_only, b, data, out, steps=s["trl_steps"],
-                  rl=s["rl"], seed=seed)  # fmt: skip
-        record("trl_grpo_text_only", out / "final", val=True, log=out / "metrics.jsonl")
-    refs = {"mean_pose": mean_pose_reference(data, s["eval_test"])}
-    return {"variants": rows, "references": refs, "timings_s": timings}
+        row = "trl_grpo_text_only_s0"
+        if (r := self._done(row)) is not None:
+            return r
+        out = self.work / row
+        rl = {**self.s["rl"], "num_generations": max(2, self.s["rl"]["num_generations"])}
+        t = time.perf_counter()
+        lora_layers = self.s["rl"].get("lora_layers") if self.s["rl"].get("use_peft") else None
+        run_trl_text_only(start, self.data, out, steps=self.s["trl_steps"], rl=rl, seed=0, lora_layers=lora_layers)
+        return self._save(row, {"train_s": time.perf_counter() - t, "metrics_log": str(out / "metrics.jsonl"),
+                                **self.evaluate(out / "final", ("val", "test"))})  # fmt: skip
+
+    def run(self) -> dict[str, Any]:
+        self.prepare()
+        rows: dict[str, Any] = {}
+        steps = self.s["sft"]["max_steps"]
+        rows["(a) sft_deterministic"] = self.sft("sft_deterministic", self.model0, steps, pose_loss="l2")
+        b = self.work / "sft_gaussian" / "final"
+        rows["(b) sft_gaussian"] = self.sft("sft_gaussian", self.model0, steps, pose_loss="l2_nll")
+        variants = rl_rows(self.task, self.reward_model)
+        order = ["+hygrpo", "+grpo_text_only"] + [v for v in variants if v.startswith("+hygrpo[")]
+        for name in order[:2]:
+            over, seeds = variants[name]
+            rows[name] = [self.rl(name, b, over, seed) for seed in seeds]
+        rl_s = statistics.mean(r["train_s"] for r in rows["+hygrpo"])
+        more = max(1, round(rl_s / rows["(b) sft_gaussian"]["step_s"]))  # as long as an RL run
+        rows["+more_sft"] = [self.sft(f"more_sft_s{seed}", b, more, seed=seed, pose_loss="l2_nll") for seed in SEEDS]
+        for name in order[2:]:
+            over, seeds = variants[name]
+            rows[name] = [self.rl(name, b, over, seed) for seed in seeds]
+        if self.task == "text2pose":
+            rows["trl_grpo_text_only"] = [self.trl(b)]
+        refs = {"mean_pose": mean_pose_reference(self.data, self.s["eval_test"])}
+        return {"rows": rows, "references": refs}
 
 
 def compact(r: dict[str, Any]) -> dict[str, Any]:
-    """The table's fields of one :func:`~posrft.eval.evaluate.evaluate_model` result."""
+    """The table's fields of one ``evaluate_model`` result (retrieval under each model)."""
     out = {"mpjpe": r["mpjpe_mm"], "pa_mpjpe": r["pa_mpjpe_mm"], "valid_rate": r["valid_rate"],
            "format_accuracy": r["format_accuracy"], "num_samples": r["num_samples"]}  # fmt: skip
-    if r.get("retrieval"):
-        for key, value in r["retrieval"].items():  # t2p_r@5 -> r_t2p@5, t2p_pool32_r@5 -> r_t2p_pool32@5
-            direction, _, k = key.rpartition("_r@")
-            out[f"r_{direction}@{k}" if direction else key] = value
-        out["reference_gt_mrecall"] = r["reference"]["mrecall"]
+    for model, block in (r.get("retrieval_by_model") or {}).items():
+        out[f"retrieval/{model}"] = block["retrieval"]
+        out[f"reference/{model}"] = block["reference"]
     return out
 
 
+def _brief(result: dict[str, Any]) -> dict[str, Any]:
+    t = result.get("test", {})
+    b = {"mpjpe": round(t.get("mpjpe", float("nan")), 1), "pa_mpjpe": round(t.get("pa_mpjpe", float("nan")), 1),
+         "train_min": round(result.get("train_s", 0) / 60, 1)}  # fmt: skip
+    if "retrieval/evaluator" in t:
+        b["mrecall"] = round(100 * t["retrieval/evaluator"]["mrecall"], 1)
+    return b
+
+
 def mean_pose_reference(data: Path, n: int) -> dict[str, float]:
-    """MPJPE / PA-MPJPE (mm) of always answering the training split's mean (pelvis-aligned) joints."""
-    import torch
-    from datasets import load_from_disk
+    from posrft.eval.pose_eval import mean_pose_metrics
 
-    from posrft.eval.metrics import mpjpe, pa_mpjpe
-
-    dd = load_from_disk(str(data))
-    train = torch.tensor(dd["train"]["gt_joints"], dtype=torch.float64)
-    test = torch.tensor(dd["test"].select(range(min(n, len(dd["test"]))))["gt_joints"], dtype=torch.float64)
-    mean = (train - train[:, :1]).mean(0, keepdim=True).expand_as(test)
-    return {"mpjpe": float(mpjpe(mean, test).mean()) * 1000, "pa_mpjpe": float(pa_mpjpe(mean, test).mean()) * 1000}
+    r = mean_pose_metrics(str(data), "test", n)
+    return {"mpjpe": r["mpjpe_mm"], "pa_mpjpe": r["pa_mpjpe_mm"]}
 
 
 # ------------------------------------------------------------------------------ driver
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small data and few steps (≤ 10 min)")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--work", type=Path, default=None, help="scratch folder for data and models "
-                    "(default runs/pose_rft_table/{full,quick}); finished stages found there are reused")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--text-model", default=None, help="HF model folder for text2pose (default: tiny, built here)")
-    ap.add_argument("--image-model", default=None, help="HF model folder for image2pose (default: tiny LLaVA)")
-    ap.add_argument("--child", nargs=3, metavar=("TASK", "SEED", "RESULT"), help=argparse.SUPPRESS)
+    ap.add_argument("--start", choices=("pretrained", "tiny"), default="pretrained")
+    ap.add_argument("--quick", action="store_true", help="tiny model, small data, few steps (minutes)")
+    ap.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default runs/pose_rft_table/MODE); "
+                    "finished stages there are reused")  # fmt: skip
+    ap.add_argument("--text-model", default=None, help="HF model folder for text→pose instead of the built-in start")
+    ap.add_argument("--image-model", default=None, help="HF model folder for image→pose instead of the built-in start")
+    ap.add_argument("--child", nargs=2, metavar=("TASK", "RESULT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    mode = "quick" if args.quick else "full"
+    mode = "quick" if args.quick else args.start
+    start = "tiny" if args.quick else args.start
     work = args.work or Path("runs/pose_rft_table") / mode
     if args.child:
-        task, seed, result = args.child
+        task, result = args.child
         base = args.text_model if task == "text2pose" else args.image_model
-        res = run_task(task, int(seed), mode, work / f"{task}_seed{seed}", base)
+        res = Task(task, mode, start, work, base).run()
         Path(result).write_text(json.dumps(res, indent=1))
         return 0
 
+    sys.path.insert(0, str(HERE))
     from pose_rft_report import write_report
 
-    start = time.perf_counter()
-    results: dict[str, dict[int, Any]] = {t: {} for t in TASKS}
-    for seed in args.seeds:
-        procs = []
-        for task in TASKS:  # the two tasks in parallel: one thread each on a 2-core machine
-            res = work / f"{task}_seed{seed}.json"
-            cmd = [sys.executable, __file__, "--out", str(args.out), "--work", str(work),
-                   "--child", task, str(seed), str(res)] + (["--quick"] if args.quick else [])  # fmt: skip
-            for flag, value in (("--text-model", args.text_model), ("--image-model", args.image_model)):
-                cmd += [flag, value] if value else []
-            env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-            work.mkdir(parents=True, exist_ok=True)
-            log = open(work / f"{task}_seed{seed}.log", "w")
-            procs.append((task, res, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)))
-        for task, res, p in procs:
-            if p.wait() != 0:
-                raise SystemExit(f"{task} seed {seed} failed: see {work / f'{task}_seed{seed}.log'}")
-            results[task][seed] = json.loads(res.read_text())
-    wall = time.perf_counter() - start
-    command = "python benchmarks/pose_rft_table.py" + (" --quick" if args.quick else "") + \
-        f" --out {args.out} --seeds {' '.join(map(str, args.seeds))}"
-    paths = write_report(results, args.out, settings=SETTINGS[mode], mode=mode, wall_s=wall, command=command)
-    print(paths["markdown"].read_text())
-    print(json.dumps({"wall_s": round(wall, 1), "out": str(args.out)}))
+    t0 = time.perf_counter()
+    procs = []
+    work.mkdir(parents=True, exist_ok=True)
+    for task in args.tasks:  # the tasks in parallel, one thread each
+        res = work / f"{task}.json"
+        cmd = [sys.executable, __file__, "--out", str(args.out), "--work", str(work), "--start", args.start,
+               "--child", task, str(res)] + (["--quick"] if args.quick else [])  # fmt: skip
+        for flag, value in (("--text-model", args.text_model), ("--image-model", args.image_model)):
+            cmd += [flag, value] if value else []
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        log = open(work / f"{task}.log", "a")
+        procs.append((task, res, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)))
+    results = {}
+    for task, res, p in procs:
+        if p.wait() != 0:
+            raise SystemExit(f"{task} failed: see {work / f'{task}.log'}")
+        results[task] = json.loads(res.read_text())
+    wall = time.perf_counter() - t0
+    command = "python benchmarks/pose_rft_table.py " + ("--quick" if args.quick else f"--start {args.start}") + \
+        f" --out {args.out}"
+    stem = "pose_rft" if mode == "pretrained" else f"pose_rft_{mode}"
+    summary = write_report(results, args.out, stem=stem, settings=SETTINGS[mode], mode=mode, wall_s=wall,
+                           command=command)  # fmt: skip
+    print(Path(summary["markdown"]).read_text())
+    print(json.dumps({"wall_s": round(wall, 1), "criteria": summary["criteria"]}))
     return 0
 
 

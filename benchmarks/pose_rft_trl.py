@@ -32,9 +32,12 @@ def with_special_tokens(reward: Callable[..., list[float]], tokenizer: Any) -> C
     return wrapped
 
 
-def run_trl_text_only(sft_dir: Path, data: Path, out: Path, *, steps: int, rl: dict[str, Any], seed: int) -> Path:
+def run_trl_text_only(sft_dir: Path, data: Path, out: Path, *, steps: int, rl: dict[str, Any], seed: int,
+                      lora_layers: int | None = None) -> Path:
     """Train with TRL for ``steps`` optimizer steps; writes ``out/final`` (a posrft policy
-    folder) and ``out/metrics.jsonl`` (TRL's logs, one JSON row per step)."""
+    folder) and ``out/metrics.jsonl`` (TRL's logs, one JSON row per step). ``lora_layers``:
+    train a LoRA adapter (r 16) on the top N decoder layers, as posrft's pretrained rows do,
+    merged into the saved model."""
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -71,11 +74,19 @@ def run_trl_text_only(sft_dir: Path, data: Path, out: Path, *, steps: int, rl: d
     model = AutoModelForCausalLM.from_pretrained(str(sft_dir))
     tokenizer = AutoTokenizer.from_pretrained(str(sft_dir))
     rewards = [with_special_tokens(format_reward, tokenizer), text_similarity]
-    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=cfg,
+    peft_config = None
+    if lora_layers is not None:
+        from peft import LoraConfig
+
+        n = model.config.num_hidden_layers
+        peft_config = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                 "gate_proj", "up_proj", "down_proj"], layers_to_transform=list(range(n - lora_layers, n)))  # fmt: skip
+    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=cfg, peft_config=peft_config,
                           train_dataset=train, processing_class=tokenizer, callbacks=[JsonlLog()])  # fmt: skip
     trainer.train()
+    trained = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
     with atomic_directory(out / "final") as tmp:
-        trainer.model.save_pretrained(tmp)
+        trained.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         for name in ("pose_head.safetensors", "posrft_config.json", "generation_config.json"):
             if (sft_dir / name).is_file():

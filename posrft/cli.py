@@ -7,9 +7,10 @@ inside the handlers so ``posrft --help`` stays instant.
     posrft model init-pretrained OUT [--text smollm2|PATH] [--vision none|dinov2-small|PATH]
     posrft model sample MODEL_DIR [--prompt TEXT ...] [--num-generations G]
     posrft train RECIPE.yaml [--field value ...]
-    posrft render CLIP.npy --format ntu25 --out clip.png|clip.gif
+    posrft render CLIP.npy --format ntu25 --out clip.png|clip.gif [--fps 30] [--camera follow|fixed]
     posrft data synth --task text2pose|image2pose|actions --n N --out DIR [--seed S]
     posrft data show DIR [--n 8] --out grid.png
+    posrft data ik IN.npy|IN.npz OUT.npz --format h36m17 [--bone-scale per_bone] [--iterations 20]
     posrft retrieval train --data DIR --out DIR --seed S [--subset a|b]
     posrft eval --model DIR --data DIR --task text2pose|image2pose [--retrieval-model DIR] [--out F.json]
     posrft quickstart [--config recipes/quickstart.yaml]
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -45,6 +47,8 @@ def _model_init_pretrained(args: argparse.Namespace) -> None:
 def _model_sample(args: argparse.Namespace) -> None:
     from posrft.policy.sample import sample
 
+    _check_model(str(args.model_dir), "MODEL_DIR")
+
     prompts = args.prompt or ["Describe then generate the pose: a person standing with arms raised."]
     records = sample(args.model_dir, prompts, image_paths=args.image,
                      num_generations=args.num_generations, temperature=args.temperature,
@@ -58,7 +62,8 @@ def _model_sample(args: argparse.Namespace) -> None:
 def _render(args: argparse.Namespace) -> None:
     from posrft.render import render_npy
 
-    out = render_npy(args.clip, args.format, args.out, frames=args.frames, size=args.size)
+    out = render_npy(args.clip, args.format, args.out, frames=args.frames, size=args.size,
+                     fps=args.fps, stride=args.stride, camera=args.camera, scale=args.scale)  # fmt: skip
     print(f"wrote {out}")
 
 
@@ -66,7 +71,11 @@ def _render(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> int:
     from posrft.launch import launch
 
-    return launch(args.recipe, args.overrides, args.accelerate_config, args.num_processes)
+    try:
+        return launch(args.recipe, args.overrides, args.accelerate_config, args.num_processes)
+    except (ValueError, TypeError, FileNotFoundError) as err:  # pre-flight: one message, no traceback
+        print(f"posrft train: error: {err}", file=sys.stderr)
+        return 2
 
 
 # ---------------------------------------------------------------------------- data
@@ -92,6 +101,14 @@ def _data_show(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _data_ik(args: argparse.Namespace) -> None:
+    from posrft.data.ik import ik_file
+
+    summary = ik_file(args.src, args.out, args.format, bone_scale=args.bone_scale,
+                      iterations=args.iterations)  # fmt: skip
+    print(json.dumps(summary, indent=2))
+
+
 # ---------------------------------------------------------------------------- retrieval
 def _retrieval(args: argparse.Namespace) -> int:
     from posrft.eval.retrieval_train import main as retrieval_main
@@ -103,7 +120,36 @@ def _retrieval(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from posrft.eval.evaluate import main as eval_main
 
+    _check_inputs(args.args, default_split="test")
     return eval_main(args.args)
+
+
+def _check_model(path: str, what: str) -> None:
+    """A truncated ``*.safetensors`` or a broken ``config.json`` named before anything loads."""
+    from posrft.preflight import check_model_folder
+
+    problems = check_model_folder(path, what)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _check_inputs(argv: Sequence[str], default_split: str) -> None:
+    """Check ``--model`` and the images of ``--data``/``--split`` before a model loads: a
+    damaged file or a corrupt picture is named up front, not met mid-run."""
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--model")
+    peek.add_argument("--data")
+    peek.add_argument("--split", default=default_split)
+    known, _ = peek.parse_known_args(list(argv))
+    if known.model:
+        _check_model(known.model, "--model")
+    if known.data and Path(known.data).is_dir():
+        from posrft.preflight import check_dataset_images
+
+        try:
+            check_dataset_images(known.data, known.split)
+        except FileNotFoundError:
+            pass  # not a saved split: the command's own loader says what is wrong
 
 
 # ---------------------------------------------------------------------------- quickstart
@@ -165,7 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("clip", type=Path)
     p.add_argument("--format", required=True, help="skeleton format name, e.g. ntu25, smpl24")
     p.add_argument("--out", type=Path, required=True, help="frame grid .png or animated .gif")
-    p.add_argument("--frames", type=int, default=12)
+    p.add_argument("--frames", type=int, default=None, help="frames spread over the clip (default: 12 "
+                   "for a .png; a .gif shows every --stride-th frame at the clip's speed)")
+    p.add_argument("--fps", type=float, default=30.0, help="the clip's frame rate (default 30, NTU's)")
+    p.add_argument("--stride", type=int, default=None, help=".gif: keep every k-th frame (default: "
+                   "the smallest keeping the GIF at <= 25 fps)")
+    p.add_argument("--camera", choices=["follow", "fixed"], default="follow", help="follow the subject "
+                   "along the ground (default) or one fixed camera over the whole clip")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply coordinates (0.001 for millimetres)")
     p.add_argument("--size", type=int, default=224)
     p.set_defaults(handler=_render)
 
@@ -189,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(handler=_data_show)
 
+    p = data.add_parser("ik", help="inverse kinematics: joints of a skeleton format -> SMPL rotations")
+    p.add_argument("src", type=Path, help=".npy joints (N, J, 3) or .npz with 'joints' (+ 'confidence')")
+    p.add_argument("out", type=Path, help="output .npz (pose6d, pose, transl, bone_scale, residual, ...)")
+    p.add_argument("--format", required=True, help="skeleton format of the joints, e.g. smpl24, h36m17, ntu25")
+    p.add_argument("--bone-scale", choices=["none", "uniform", "per_bone"], default="per_bone",
+                   help="bone lengths: the stand-in's as is, one factor, or one factor per bone")
+    p.add_argument("--iterations", type=int, default=20, help="Levenberg-Marquardt iterations at most")
+    p.set_defaults(handler=_data_ik)
+
     p = sub.add_parser("retrieval", help="train / evaluate the text-pose retrieval models",
                        add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER, help="train|eval ... (see `posrft retrieval -h`)")
@@ -209,12 +271,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # These sub-commands own their parser (every flag, --help included).
-    if argv[:1] == ["retrieval"]:
-        return int(_retrieval(argparse.Namespace(args=argv[1:])) or 0)
-    if argv[:1] == ["eval"]:
-        return int(_eval(argparse.Namespace(args=argv[1:])) or 0)
-    args = build_parser().parse_args(argv)
-    result = args.handler(args)
+    if argv[:1] in (["retrieval"], ["eval"]):
+        handler = _retrieval if argv[0] == "retrieval" else _eval
+        args = argparse.Namespace(command=argv[0], handler=handler, args=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+    try:
+        result = args.handler(args)
+    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError) as err:
+        # A user's mistake (bad value, missing file): one line. POSRFT_DEBUG=1 shows the traceback.
+        if os.environ.get("POSRFT_DEBUG"):
+            raise
+        text = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"posrft {args.command}: error: {text}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

@@ -39,6 +39,7 @@ A completion without a pose (``poses[i] is None``) or without ground truth
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 import numpy as np
@@ -175,6 +176,10 @@ def _variant(name: str, **fixed: Any):
         return JointReward(**{**fixed, **kwargs}, reward_name=name)
 
     factory.__name__ = name
+    # the class's own parameters, so that a recipe's misspelt kwarg is named before building
+    sig = inspect.signature(JointReward)
+    factory.__signature__ = sig.replace(parameters=[p for n, p in sig.parameters.items()
+                                                    if n not in ("reward_name", *fixed)])  # fmt: skip
     factory.__doc__ = f"``{name}``: :class:`JointReward` with defaults {fixed or 'as documented'}."
     return factory
 

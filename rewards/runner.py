@@ -12,11 +12,22 @@ estimator masks that sample instead of treating "no reward" as zero.
 ``on_error="mask"`` turns a reward that raises or breaks the contract into NaN for the samples
 concerned (all of them when it raised) and counts them under ``rewards/<name>/errors``; the
 default ``"raise"`` re-raises with the function's name and the sample index.
+
+``timeout`` (seconds, default :data:`DEFAULT_TIMEOUT_S`; ``None`` waits forever) bounds each
+call. An ``async def`` reward is cancelled when it runs over; a plain function runs on a helper
+thread, which Python cannot stop: the batch goes on without it and the thread finishes (or not)
+in the background. Either way the overrun is an error handled by ``on_error`` (raised, or the
+batch's scores masked and counted under ``rewards/<name>/timeouts``).
+
+A reward that requires a dataset column (a parameter without a default, e.g. TRL's
+``accuracy_reward(completions, solution, **kwargs)``) is refused with the column's name when the
+batch lacks it, instead of failing inside the function.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import threading
 from dataclasses import dataclass, field
@@ -26,9 +37,11 @@ import numpy as np
 import torch
 
 from rewards.api import PerJointRewards, RewardFunctionError, validate_rewards
-from rewards.registry import default_target, resolve_reward
+from rewards.registry import default_target, required_columns, resolve_reward
 
 Target = Literal["text", "pose", "both"]
+#: Seconds a reward may take for one batch unless its entry says otherwise.
+DEFAULT_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -41,6 +54,7 @@ class RewardSpec:
     name: str | None = None
     on_error: Literal["raise", "mask"] = "raise"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = DEFAULT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.target is None:
@@ -51,8 +65,16 @@ class RewardSpec:
             )
         if self.on_error not in ("raise", "mask"):
             raise ValueError(f"reward {self.label!r}: on_error must be 'raise' or 'mask', got {self.on_error!r}")
-        if not isinstance(self.weight, (int, float)) or not np.isfinite(self.weight):
+        if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or not np.isfinite(self.weight):
             raise ValueError(f"reward {self.label!r}: weight must be a finite number, got {self.weight!r}")
+        if self.timeout is not None and (isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float))
+                                         or not self.timeout > 0 or not np.isfinite(self.timeout)):  # fmt: skip
+            raise ValueError(f"reward {self.label!r}: timeout must be a number of seconds > 0 or null, "
+                             f"got {self.timeout!r}")  # fmt: skip
+        if not isinstance(self.kwargs, dict):
+            raise ValueError(f"reward {self.label!r}: kwargs must be a mapping, got {self.kwargs!r}")
+        if self.name is not None and not isinstance(self.name, str):
+            raise ValueError(f"reward entry: name must be a string, got {self.name!r}")
 
     @property
     def label(self) -> str:
@@ -69,11 +91,16 @@ class RewardSpec:
         if isinstance(entry, (str,)) or callable(entry):
             return cls(func=entry)
         if isinstance(entry, dict):
-            unknown = set(entry) - {"func", "weight", "target", "name", "on_error", "kwargs"}
+            allowed = ["func", "weight", "target", "name", "on_error", "kwargs", "timeout"]
+            unknown = [k for k in entry if k not in allowed]
             if unknown:
+                import difflib
+
+                hints = [f"{k!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(
+                    str(k), allowed, n=1, cutoff=0.6)) else "") for k in unknown]  # fmt: skip
                 raise ValueError(
-                    f"reward entry {entry!r}: unknown keys {sorted(unknown)}; allowed: func, "
-                    "weight, target, name, on_error, kwargs"
+                    f"reward entry {entry!r}: unknown key(s) {', '.join(hints)}; allowed: "
+                    f"{', '.join(allowed)}"
                 )
             if "func" not in entry:
                 raise ValueError(f"reward entry {entry!r} needs a 'func'")
@@ -98,9 +125,49 @@ class RewardBatch:
     specs: list["RewardSpec"] = field(default_factory=list)  # weight and target of each column
 
 
-def _run_coroutines(coros: list) -> list:
+class RewardTimeoutError(RewardFunctionError, TimeoutError):
+    """A reward did not return within its ``timeout``."""
+
+
+def _timeout_error(spec: "RewardSpec") -> RewardTimeoutError:
+    return RewardTimeoutError(
+        f"reward function {spec.label!r} did not return within {spec.timeout:g} s (its 'timeout'); "
+        "raise the timeout in its reward entry, or set on_error: mask to score the batch without it"
+    )
+
+
+def _call_with_timeout(fn: Callable, kwargs: dict[str, Any], timeout: float | None) -> Any:
+    """``fn(**kwargs)``, or ``TimeoutError`` after ``timeout`` seconds (the helper thread is a
+    daemon left to finish in the background; torch's grad mode is carried over)."""
+    if timeout is None:
+        return fn(**kwargs)
+    box: list[Any] = []
+    grad = torch.is_grad_enabled()
+
+    def target() -> None:
+        try:
+            with torch.set_grad_enabled(grad):
+                box.append((True, fn(**kwargs)))
+        except BaseException as err:  # noqa: BLE001 - handed back to the caller
+            box.append((False, err))
+
+    thread = threading.Thread(target=target, name=f"reward-{getattr(fn, '__name__', 'fn')}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not box:
+        raise TimeoutError
+    ok, value = box[0]
+    if ok:
+        return value
+    raise value
+
+
+def _run_coroutines(coros: list, timeouts: list[float | None] | None = None) -> list:
+    timeouts = timeouts or [None] * len(coros)
+
     async def gather():
-        return await asyncio.gather(*coros, return_exceptions=True)
+        return await asyncio.gather(*(c if t is None else asyncio.wait_for(c, t)
+                                      for c, t in zip(coros, timeouts)), return_exceptions=True)  # fmt: skip
 
     try:
         asyncio.get_running_loop()
@@ -126,6 +193,7 @@ class RewardRunner:
         if dupes:
             raise ValueError(f"reward names must be unique; repeated: {sorted(dupes)} (set 'name')")
         self.funcs = [resolve_reward(s.func, s.kwargs) for s in self.specs]
+        self.needs = [required_columns(f) for f in self.funcs]
 
     @property
     def names(self) -> list[str]:
@@ -158,19 +226,34 @@ class RewardRunner:
                 raise ValueError(f"column {key!r} has {len(values)} values for {n} completions")
         kwargs = dict(prompts=list(prompts), completions=list(completions),
                       completion_ids=completion_ids, poses=poses, **columns)  # fmt: skip
+        for spec, needs in zip(self.specs, self.needs):
+            missing = [c for c in needs if c not in kwargs]
+            if missing:
+                have = sorted(k for k in kwargs if k not in ("prompts", "completions", "completion_ids", "poses"))
+                raise RewardFunctionError(
+                    f"reward function {spec.label!r} needs the dataset column(s) "
+                    f"{', '.join(repr(c) for c in missing)}, which the data lacks (columns it has: "
+                    f"{', '.join(have) or 'none'})"
+                )
         outputs: list[Any] = [None] * len(self.funcs)
+        timed_out = [False] * len(self.funcs)
         pending = []
-        for k, fn in enumerate(self.funcs):
-            if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+        for k, (spec, fn) in enumerate(zip(self.specs, self.funcs)):
+            if _is_async(fn):
                 pending.append(k)
                 continue
             try:
-                outputs[k] = fn(**kwargs)
+                outputs[k] = _call_with_timeout(fn, kwargs, spec.timeout)
+            except TimeoutError:
+                outputs[k], timed_out[k] = _timeout_error(spec), True
             except Exception as err:  # noqa: BLE001 - reported per function below
                 outputs[k] = err
         if pending:
-            results = _run_coroutines([self.funcs[k](**kwargs) for k in pending])
+            results = _run_coroutines([self.funcs[k](**kwargs) for k in pending],
+                                      [self.specs[k].timeout for k in pending])  # fmt: skip
             for k, res in zip(pending, results):
+                if isinstance(res, (TimeoutError, asyncio.TimeoutError)):
+                    res, timed_out[k] = _timeout_error(self.specs[k]), True
                 outputs[k] = res
 
         per_func = np.full((n, len(self.funcs)), np.nan)
@@ -182,6 +265,8 @@ class RewardRunner:
                 per_joint[spec.label] = torch.from_numpy(out.values).float()
             if isinstance(out, BaseException):
                 if spec.on_error == "raise":
+                    if isinstance(out, RewardTimeoutError):
+                        raise out
                     raise RewardFunctionError(f"reward function {spec.label!r} raised: {out!r}") from out
                 errors = n
             else:
@@ -198,6 +283,7 @@ class RewardRunner:
             metrics[f"rewards/{spec.label}/std"] = float(col[present].std()) if present.sum() > 1 else 0.0
             metrics[f"rewards/{spec.label}/masked"] = float((~present).sum())
             metrics[f"rewards/{spec.label}/errors"] = float(errors)
+            metrics[f"rewards/{spec.label}/timeouts"] = float(timed_out[k])
 
         text = _weighted_total(per_func, self.specs, ("text", "both"))
         pose = _weighted_total(per_func, self.specs, ("pose", "both"))
@@ -210,6 +296,11 @@ class RewardRunner:
             per_joint=per_joint,
             specs=list(self.specs),
         )
+
+
+def _is_async(fn: Any) -> bool:
+    inner = fn.func if isinstance(fn, functools.partial) else fn
+    return inspect.iscoroutinefunction(inner) or inspect.iscoroutinefunction(getattr(inner, "__call__", None))
 
 
 def _count_none(values: Any) -> int:

@@ -242,3 +242,19 @@ def test_nested_pose_samples_share_one_gaussian(tiny_policy, nudge_logits):
     torch.testing.assert_close(many.pose_logp, many.pose_dist.log_prob(many.pose))
     with pytest.raises(ValueError, match="num_pose_samples"):
         tiny_policy.rollout(["x"], greedy=True, num_pose_samples=2)
+
+
+@pytest.mark.parametrize("max_new_tokens", [1, 4])
+def test_unscored_rollout_reads_the_pose_from_generate(tiny_policy, nudge_logits, max_new_tokens):
+    """score=False skips the scoring pass: the pose distribution comes from the hidden state
+    generate computed (or, when <POSE> was the last token generated, one fallback pass)."""
+    nudge_logits(tiny_policy, {"<POSE>": 9.0})
+    kw = dict(num_generations=2, max_new_tokens=max_new_tokens, seed=3, num_pose_samples=2)
+    scored = tiny_policy.rollout(["x", "a person squats"], **kw)
+    fast = tiny_policy.rollout(["x", "a person squats"], score=False, **kw)
+    assert fast.token_logps is None and torch.equal(fast.completion_ids, scored.completion_ids)
+    assert fast.pose_valid.any() and torch.equal(fast.pose_valid, scored.pose_valid)
+    v = fast.pose_valid
+    torch.testing.assert_close(fast.pose_mean[v], scored.pose_mean[v], atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast.pose_log_std[v], scored.pose_log_std[v], atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast.pose[v], scored.pose[v], atol=1e-5, rtol=0)

@@ -263,3 +263,65 @@ def test_sample_poses_bad_arguments():
         sample_poses(-1)
     with pytest.raises(RuntimeError, match="accepted"):
         sample_poses(600, seed=0, max_candidates=512)  # at most 512 candidates for 600 poses
+
+
+# ------------------------------------------------------------------------- second library
+
+
+def test_second_library_adds_motion_phases_and_transitions():
+    from posrft.data.prior import library
+
+    v1, v2 = library(1), library(2)
+    new = set(v2.families) - set(v1.families)
+    assert new == {"leaning", "sports"} and set(v1.names) < set(v2.names)
+    assert len(keyposes.families(version=1)) + 2 == len(keyposes.families())
+    part = lambda lib, a: {lib.names[j] for j in lib.partners[lib.names.index(a)]}  # noqa: E731
+    assert {"stand", "jump_land_deep", "jump_fall_arms_forward"} <= part(v2, "jump_land")
+    assert "jump_load_arms_back" in part(v2, "stand") and "jump_land" not in part(v1, "stand")
+    assert "hop_land_m" in part(v2, "run_stance_m")  # mirror images pair with mirror images
+    for lib in (v1, v2):
+        for i, partners in enumerate(lib.partners):
+            assert all(lib.tilt[j] == lib.tilt[i] for j in partners), lib.names[i]
+
+
+def test_first_library_is_reproduced():
+    # the first values of sample_poses(200, seed=3) before the second library existed
+    s = sample_poses(200, seed=3, version=1)
+    assert np.allclose(s.pose[0, :3], [0.01733322, 0.38027155, -0.05326294], atol=1e-6)
+    assert np.allclose(s.pose[1, :3], [-0.02975582, 0.75970185, 0.0374797], atol=1e-6)
+    assert s.key_pose[:3] == ["lean_back", "walk_push_off_m", "arms_crossed"]
+
+
+def test_airborne_poses_float_above_their_floor():
+    from posrft.data.prior import FLIGHT_M
+
+    s = sample_poses(1500, seed=8)
+    lowest = (s.joints[..., 1] - plausibility.SUPPORT_OFFSET.numpy()).min(-1)
+    lift = lowest - s.ground
+    air = s.airborne
+    assert 20 < air.sum() < 300
+    assert np.allclose(lift[~air], 0.0, atol=1e-6)
+    assert (lift[air] >= FLIGHT_M[0] - 1e-6).all() and (lift[air] <= FLIGHT_M[1] + 1e-6).all()
+    assert {s.family[i] for i in np.flatnonzero(air)} <= {"jumping", "running"}
+    # the floor does not change the poses: the same seed gives the same poses as ever
+    assert np.array_equal(sample_poses(40, seed=8).pose, s.pose[:40])
+
+
+def test_coverage_nearest_neighbour_is_exact():
+    from posrft.data.coverage import canonical, coverage, heldout_action_poses, nearest_mpjpe
+
+    ref = canonical(sample_poses(300, seed=12).joints)
+    held, labels = heldout_action_poses(subjects=1, frames=4)
+    assert held.shape == (27 * 4, 24, 3) and len(labels) == len(held)
+    q = canonical(held)
+    d, idx = nearest_mpjpe(q, ref)
+    brute = np.linalg.norm(q[:, None] - ref[None], axis=-1).mean(-1) * 1000  # (Q, N) mm
+    assert np.allclose(d, brute.min(1), atol=1e-3)  # float32: 1 micrometre
+    assert np.allclose(brute[np.arange(len(q)), idx], d, atol=1e-3)
+    d_self, i_self = nearest_mpjpe(ref[:50], ref, exclude_self=True)
+    brute_self = np.linalg.norm(ref[:50, None] - ref[None], axis=-1).mean(-1) * 1000
+    brute_self[np.arange(50), np.arange(50)] = np.inf
+    assert np.allclose(d_self, brute_self.min(1), atol=1e-3) and (i_self != np.arange(50)).all()
+    c = coverage(sample_poses(300, seed=12).joints, ["x"] * 300, held, labels, self_queries=50)
+    assert c["nn_mm_median"] == pytest.approx(float(np.median(d)))
+    assert 0 <= c["frac_beyond_self_p90"] <= 1 and 0 < c["moving_poses"] < len(held)

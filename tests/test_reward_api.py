@@ -125,7 +125,7 @@ def test_unknown_name_lists_available_and_bad_specs():
         resolve_reward("joint_reward_v9")
     with pytest.raises(ValueError, match="target must be"):
         RewardSpec(func="format", target="image")
-    with pytest.raises(ValueError, match=r"unknown keys \['wieght'\]"):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) 'wieght' \(did you mean 'weight'\?\)"):
         RewardSpec.from_config({"func": "format", "wieght": 2})
     with pytest.raises(ModuleNotFoundError, match="cannot import module 'nope'"):
         resolve_reward("nope:fn")

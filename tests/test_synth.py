@@ -52,7 +52,7 @@ def test_text2pose_columns_and_prompt(t2p):
     assert [len(t2p[s]) for s in t2p] == [48, 8, 8]
     assert set(t2p["train"].column_names) == {
         "prompt", "completion", "caption", "gt_pose", "gt_pose_6d", "gt_joints", "pose_id",
-        "key_pose"}  # fmt: skip
+        "key_pose", "ground"}  # fmt: skip
     instructions = set()
     for row in _rows(t2p["train"]):
         _check_common(row)

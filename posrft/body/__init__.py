@@ -2,6 +2,7 @@
 
 - :mod:`~posrft.body.rotations` — rotation conventions (axis-angle, XYZW quats, 6D) via roma.
 - :mod:`~posrft.body.fk` — fast joints-only forward kinematics (level-by-level, batch-innermost).
+- :mod:`~posrft.body.ik` — inverse kinematics: joints of any SMPL-mappable format -> rotations.
 - :mod:`~posrft.body.model` — :class:`BodyModel` over smplx (SMPL / SMPL-H / SMPL-X).
 - :mod:`~posrft.body.standin` — the offline SMPL-format stand-in (not the licensed SMPL).
 - :mod:`~posrft.body.formats` — skeleton-format registry (joint names, bones, SMPL maps).
@@ -24,6 +25,7 @@ from posrft.body.formats import (
     list_formats,
     register_format,
 )
+from posrft.body.ik import IKResult, inverse_kinematics, joint_shape_dirs
 from posrft.body.model import (
     MODEL_FILES,
     NUM_BODY_JOINTS,
@@ -51,6 +53,7 @@ from posrft.body.standin import ensure_standin, standin_rest_joints
 __all__ = [
     "BodyModel",
     "BodyOutput",
+    "IKResult",
     "JointFK",
     "MODEL_FILES",
     "NUM_BODY_JOINTS",
@@ -68,6 +71,8 @@ __all__ = [
     "fk_joints",
     "get_format",
     "identity_pose6d",
+    "inverse_kinematics",
+    "joint_shape_dirs",
     "list_formats",
     "pose6d_to_axis_angle",
     "pose6d_to_rotmat",

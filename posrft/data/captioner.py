@@ -3,12 +3,12 @@
 ``caption_pose(joints, rng)`` runs, for one pose (24, 3):
 
 1. **extraction** -- detected posecodes and super-posecodes (:func:`posecodes.extract`);
-2. **selection** -- drop codes made redundant by a detected super-posecode or implied by
-   another (hand above the head => above the shoulder); rank the rest by rarity
-   ``-log f`` where ``f`` is the code's frequency over prior poses (:func:`code_frequencies`);
-   codes with ``f > 0.5`` are trivial (feet on the ground, upright torso) and only fill up;
-   draw ``k ~ U{min_codes..max_codes}`` codes, rarest first guaranteed (``f < 0.03``), the rest
-   with probability proportional to rarity; at most one whole-body code (kneeling, lying...);
+2. **selection** (:mod:`posrft.data.caption_select`) -- drop codes made redundant by a
+   detected super-posecode or implied by another (hand above the head => above the shoulder);
+   draw ``k ~ U{min_codes..max_codes}``; version 2 (the default) states, step by step, the
+   code that rules out the largest rarity-weighted share of a reference sample of the prior
+   (the pose's nearest poses weighted up; a referring expression), version 1 the rarest
+   codes; at most one whole-body code (kneeling, lying...);
 3. **aggregation** -- a left and a right code of the same category become one "both ..."
    clause (when only one side was drawn, its detected twin joins it half of the time), and
    codes of the same kind and category on different joints share one clause 70 % of the time
@@ -18,23 +18,28 @@
    shuffled into 1-3 sentences with varied subjects and connectors.
 
 Every :class:`Clause` keeps the ``(key, category)`` codes and the :class:`Relation`s it asserts,
-so each statement can be re-checked on the pose. Randomness comes only from the ``rng``
-argument (``numpy.random.Generator``); :func:`caption_poses` seeds one per pose from
-``(seed, index)``.
+so each statement can be re-checked on the pose (with the caption's ``ground``, the floor the
+``floor`` relations were measured against). Randomness comes only from the ``rng`` argument
+(``numpy.random.Generator``); :func:`caption_poses` seeds one per pose from ``(seed, index)``.
+
+Versions: 1 is the first captioner (PoseScript's posecodes in metres, the floor under each
+pose, rarity selection); 2 (the default) measures against the body (shoulder widths, stature)
+and a floor given per pose or estimated per clip (:func:`caption_clip`), can say that the body
+is in the air, and selects distinctive statements (:mod:`posrft.data.posecode_defs`,
+:mod:`posrft.data.caption_select`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
+from posrft.data import caption_select as sel
 from posrft.data import posecodes as pc
+from posrft.data.caption_select import code_frequencies  # noqa: F401  (re-exported)
 
-TRIVIAL_FREQ = 0.5
-RARE_FREQ = 0.03
+VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -50,8 +55,12 @@ class Clause:
 
 @dataclass(frozen=True)
 class Caption:
+    """A caption: its text, its clauses, and the floor its ``floor`` relations used (None:
+    each pose's own lowest support point)."""
+
     text: str
     clauses: tuple[Clause, ...]
+    ground: float | None = None
 
     @property
     def relations(self) -> tuple[pc.Relation, ...]:
@@ -104,7 +113,14 @@ REL_TEXT = {
     ("knee", "hip", "above"): ("raised above the {s} hip", "higher than the {s} hip"),
     ("foot", "body", "in front"): ("far in front of the body", "placed well forward"),
     ("foot", "body", "behind"): ("far behind the body", "stretched back behind the body"),
+    ("hand", "chest", "yes"): ("in front of the chest", "held in front of the chest"),
 }  # fmt: skip
+LEVEL_TEXT = {
+    "head": ("at head height", "raised to head height", "level with the head"),
+    "shoulder": ("at shoulder height", "held at shoulder height"),
+    "chest": ("at chest height", "held at chest height"),
+    "hip": ("at hip height", "level with the hips"),
+}
 # relative positions phrased against the same side's joint cannot merge into "both ..."
 _SIDE_REFERENCED = {"shoulder", "hip"}
 PAIR_REL_TEXT = {
@@ -132,29 +148,20 @@ WHOLE_BODY_TEXT = {
     "lean:backward": ("is leaning backward", "leans back"),
     "lean:left": ("is leaning to their left", "leans to the left side"),
     "lean:right": ("is leaning to their right", "leans to the right side"),
+    "airborne": ("is in the air", "is in mid-air", "has left the ground"),
+    "jumping": ("is jumping", "is in mid-air in a jump", "is jumping off the ground"),
+    "lean:forward_far": ("is bent far forward", "leans far forward",
+                         "leans the upper body far forward"),
+    "crouching": ("is crouching with the torso leaning forward", "is in a half crouch, "
+                  "leaning forward", "crouches, leaning the upper body forward"),
+    "half_squat": ("is in a half squat", "is half squatting", "stands with the knees bent "
+                   "in a half squat"),
 }  # fmt: skip
 _PLURAL = {"knee": "knees", "elbow": "elbows", "hand": "hands", "foot": "feet", "thigh": "thighs",
            "shin": "shins", "upper arm": "upper arms", "forearm": "forearms"}  # fmt: skip
 _NEAR_TARGET = {"head": ("the head", "the head"), "hip": (None, "the hips"),
                 "knee": (None, "the knees"), "foot": (None, "the feet"),
                 "shoulder": (None, None), "elbow": (None, None)}  # fmt: skip
-
-
-@lru_cache(maxsize=1)
-def code_frequencies() -> dict[tuple[str, str], float]:
-    """Frequency of every detected ``(key, category)`` over 2,000 prior poses (seed 1234)."""
-    from posrft.data.prior import sample_poses  # same floor; deferred to keep imports light
-
-    s = sample_poses(2000, seed=1234, yaw_deg=0.0)
-    counts: dict[tuple[str, str], int] = {}
-    for codes in pc.extract(s.joints):
-        for item in codes.items():
-            counts[item] = counts.get(item, 0) + 1
-    return {k: v / len(s) for k, v in counts.items()}
-
-
-def _freq(code: tuple[str, str]) -> float:
-    return code_frequencies().get(code, 1.0 / 2000)
 
 
 def _side_part(subject: str) -> tuple[str | None, str]:
@@ -164,14 +171,16 @@ def _side_part(subject: str) -> tuple[str | None, str]:
     return None, subject
 
 
-def _predicates(key: str, category: str, plural: bool) -> tuple[str, ...]:
+def _predicates(key: str, category: str, plural: bool, version: int = 2) -> tuple[str, ...]:
     """Template predicates (after "is/are") for one code."""
-    d = pc.get_def(key)
+    d = pc.get_def(key, version)
     kind, parts = d.kind, key.split(":")
     if kind == "angle":
         return ANGLE_TEXT[category]
     if key.startswith("dist:"):
         return PAIR_TEXT[category]
+    if key.startswith("level:"):
+        return LEVEL_TEXT[parts[2]]
     if key.startswith("near:"):
         target = parts[2]
         side, part = _side_part(target.replace("_", " "))
@@ -180,7 +189,7 @@ def _predicates(key: str, category: str, plural: bool) -> tuple[str, ...]:
         return tuple(t.format(x=x) for t in NEAR_TEXT)
     if kind == "vertical":
         return VERT_TEXT[category]
-    if kind == "ground":
+    if kind in ("ground", "floor"):
         return GROUND_TEXT[category]
     if key.startswith("rel:") and len(parts) == 3 and parts[1] in ("hands", "feet", "knees"):
         other = {"hands": "right hand", "feet": "right foot", "knees": "right knee"}[parts[1]]
@@ -202,7 +211,8 @@ def _subject_text(subject: str, rng: np.random.Generator, both: bool) -> tuple[s
     return f"{det} {subject}", plural
 
 
-def _clause(groups: list[list[tuple[str, str]]], rng: np.random.Generator) -> Clause:
+def _clause(groups: list[list[tuple[str, str]]], rng: np.random.Generator,
+            version: int = 2) -> Clause:  # fmt: skip
     """One clause for one or more subject groups sharing a category.
 
     A group is one code or a left+right pair ("both knees"); several groups share one
@@ -211,56 +221,24 @@ def _clause(groups: list[list[tuple[str, str]]], rng: np.random.Generator) -> Cl
     """
     codes = [c for g in groups for c in g]
     key, cat = codes[0]
-    rels = tuple(r for k, c in codes for r in pc.relations_of(k, c))
+    rels = tuple(r for k, c in codes for r in pc.relations_of(k, c, version))
     if key in WHOLE_BODY_TEXT:
         pred = str(rng.choice(WHOLE_BODY_TEXT[key]))
         return Clause(pred, pred, tuple(codes), rels, whole_body=True)
     nouns, plural = [], len(groups) > 1
     for g in groups:
-        noun, many = _subject_text(pc.get_def(g[0][0]).subject, rng, len(g) == 2)
+        noun, many = _subject_text(pc.get_def(g[0][0], version).subject, rng, len(g) == 2)
         nouns.append(noun)
         plural |= many
     noun = nouns[0] if len(nouns) == 1 else ", ".join(nouns[:-1]) + " and " + nouns[-1]
-    pred = str(rng.choice(_predicates(key, cat, len(groups[0]) == 2)))
+    pred = str(rng.choice(_predicates(key, cat, len(groups[0]) == 2, version)))
     be = "are" if plural else "is"
     return Clause(f"{noun} {be} {pred}", f"{noun} {pred}", tuple(codes), rels)
 
 
-def _select(
-    codes: dict[str, str], rng: np.random.Generator, lo: int, hi: int
-) -> list[tuple[str, str]]:
-    items = dict(codes)
-    for key in list(items):
-        if key in items:
-            for covered in pc.get_def(key).covers:
-                items.pop(covered, None)
-    whole = [(k, c) for k, c in items.items() if k in WHOLE_BODY_TEXT]
-    rest = [(k, c) for k, c in items.items() if k not in WHOLE_BODY_TEXT]
-    chosen: list[tuple[str, str]] = []
-    if whole:
-        w = np.array([-math.log(_freq(x)) for x in whole])
-        chosen.append(whole[int(rng.choice(len(whole), p=w / w.sum()))])
-    k = int(rng.integers(lo, hi + 1))
-    trivial = [x for x in rest if _freq(x) > TRIVIAL_FREQ]
-    pool = [x for x in rest if _freq(x) <= TRIVIAL_FREQ]
-    rare = sorted((x for x in pool if _freq(x) < RARE_FREQ), key=lambda x: (_freq(x), x))
-    for x in rare[: max(k - len(chosen), 0)]:
-        chosen.append(x)
-        pool.remove(x)
-    need = k - len(chosen)
-    if need > 0 and pool:
-        w = np.array([-math.log(_freq(x)) for x in pool])
-        pick = rng.choice(len(pool), size=min(need, len(pool)), replace=False, p=w / w.sum())
-        chosen += [pool[i] for i in sorted(pick.tolist())]
-    need = lo - len(chosen)
-    if need > 0 and trivial:
-        pick = rng.choice(len(trivial), size=min(need, len(trivial)), replace=False)
-        chosen += [trivial[i] for i in sorted(pick.tolist())]
-    return chosen
-
-
 def _group(
-    chosen: list[tuple[str, str]], detected: dict[str, str], rng: np.random.Generator
+    chosen: list[tuple[str, str]], detected: dict[str, str], rng: np.random.Generator,
+    version: int = 2,
 ) -> list[list[tuple[str, str]]]:
     """Pair left/right codes of the same category (adding a detected twin half of the time)."""
     groups, used = [], set()
@@ -268,7 +246,7 @@ def _group(
         if key in used:
             continue
         used.add(key)
-        d = pc.get_def(key)
+        d = pc.get_def(key, version)
         twin = d.mirror
         pairable = twin is not None and key not in WHOLE_BODY_TEXT and _mergeable(key)
         if pairable and detected.get(twin) == cat and (
@@ -282,17 +260,18 @@ def _group(
 
 
 # kinds whose templates do not name the joint, so different joints can share one clause
-_SHARED_PREDICATE_KINDS = ("angle", "vertical", "ground")
+_SHARED_PREDICATE_KINDS = ("angle", "vertical", "ground", "floor")
 
 
-def _merge_same(groups: list[list[tuple[str, str]]], rng: np.random.Generator, p: float = 0.7):
+def _merge_same(groups: list[list[tuple[str, str]]], rng: np.random.Generator, p: float = 0.7,
+                version: int = 2):  # fmt: skip
     """Entity aggregation: groups of the same kind and category become one clause (prob ``p``)."""
     buckets: dict[tuple[str, str], list[int]] = {}
     for i, g in enumerate(groups):
         key, cat = g[0]
         if key in WHOLE_BODY_TEXT:
             continue
-        kind = pc.get_def(key).kind
+        kind = pc.get_def(key, version).kind
         if kind in _SHARED_PREDICATE_KINDS:
             buckets.setdefault((kind, cat), []).append(i)
     merged_into: dict[int, int] = {}
@@ -352,29 +331,108 @@ def _compose(clauses: list[Clause], rng: np.random.Generator) -> str:
 
 
 def caption_from_codes(
-    detected: dict[str, str], rng: np.random.Generator, *, min_codes: int = 2, max_codes: int = 5
+    detected: dict[str, str],
+    rng: np.random.Generator,
+    *,
+    min_codes: int = 2,
+    max_codes: int = 5,
+    version: int = 2,
+    distractors: tuple[sel.ContrastPool, np.ndarray] | None = None,
+    ground: float | None = None,
 ) -> Caption:
-    """Caption from a pose's detected codes (one entry of :func:`posecodes.extract`)."""
+    """Caption from a pose's detected codes (one entry of :func:`posecodes.extract`).
+
+    ``distractors``: ``(pool, weights (N,))``, the contrast pool and this pose's distractor
+    weights (:mod:`posrft.data.caption_select`), for the distinctive selection; without them
+    (or with ``version=1``) the codes are chosen by rarity. ``ground``: recorded in the
+    caption.
+    """
     if not 1 <= min_codes <= max_codes:
         raise ValueError(f"need 1 <= min_codes <= max_codes, got {min_codes}, {max_codes}")
-    chosen = _select(detected, rng, min_codes, max_codes)
+    if version not in VERSIONS:
+        raise ValueError(f"captioner version must be one of {VERSIONS}, got {version!r}")
+    whole = frozenset(WHOLE_BODY_TEXT)
+    if version == 2 and distractors is not None:
+        pool, weights = distractors
+        chosen = sel.select_distinctive(detected, rng, min_codes, max_codes, whole, pool,
+                                        weights)  # fmt: skip
+    else:
+        chosen = sel.select_by_rarity(detected, rng, min_codes, max_codes, whole, version)
     if not chosen:
         raise ValueError("caption: no posecode detected for this pose")
-    clauses = [_clause(gs, rng) for gs in _merge_same(_group(chosen, detected, rng), rng)]
-    return Caption(_compose(clauses, rng), tuple(clauses))
+    groups = _merge_same(_group(chosen, detected, rng, version), rng, version=version)
+    clauses = [_clause(gs, rng, version) for gs in groups]
+    return Caption(_compose(clauses, rng), tuple(clauses), ground)
 
 
-def caption_pose(joints: np.ndarray, rng: np.random.Generator, **kw) -> Caption:
-    """Caption one pose (24, 3) (module docstring); every clause is true of the pose."""
-    return caption_from_codes(pc.extract(np.asarray(joints)[None])[0], rng, **kw)
-
-
-def caption_poses(joints: np.ndarray, seed: int = 0, **kw) -> list[Caption]:
-    """Captions for poses (B, 24, 3); pose ``i`` uses ``default_rng([seed, i])``."""
+def _check_joints(joints: np.ndarray) -> np.ndarray:
     j = np.asarray(joints)
     if j.ndim != 3 or j.shape[1:] != (24, 3):
         raise ValueError(f"joints shaped {j.shape}: expected (B, 24, 3)")
-    codes = pc.extract(j)
-    return [
-        caption_from_codes(c, np.random.default_rng([seed, i]), **kw) for i, c in enumerate(codes)
-    ]
+    return j
+
+
+def _grounds(ground, n: int) -> np.ndarray | None:
+    if ground is None:
+        return None
+    g = np.broadcast_to(np.asarray(ground, dtype=np.float64), (n,))
+    if not np.isfinite(g).all():
+        raise ValueError("ground: expected finite floor heights")
+    return g
+
+
+def caption_poses(
+    joints: np.ndarray,
+    seed: int = 0,
+    *,
+    ground: np.ndarray | float | None = None,
+    version: int = 2,
+    pool: sel.ContrastPool | None = None,
+    salt: tuple[int, ...] = (),
+    **kw,
+) -> list[Caption]:
+    """Captions for poses (B, 24, 3); pose ``i`` uses ``default_rng([seed, i, *salt])``.
+
+    ``ground``: the floor per pose (B,) or one number (None: each pose's lowest support point;
+    version 1 always uses that). ``pool``: the contrast pool of the distinctive selection
+    (default :func:`caption_select.default_pool`). Other keywords go to
+    :func:`caption_from_codes`.
+    """
+    j = _check_joints(joints)
+    if version not in VERSIONS:
+        raise ValueError(f"captioner version must be one of {VERSIONS}, got {version!r}")
+    g = _grounds(ground, len(j)) if version == 2 else None
+    codes = pc.extract(j, g, version=version)
+    out = []
+    if version == 2:
+        pool = pool or sel.default_pool()
+        weights = pool.distractors(j)
+    for i, c in enumerate(codes):
+        dis = (pool, weights[i]) if version == 2 else None
+        out.append(caption_from_codes(
+            c, np.random.default_rng([seed, i, *salt]), version=version, distractors=dis,
+            ground=None if g is None else float(g[i]), **kw))  # fmt: skip
+    return out
+
+
+def caption_pose(joints: np.ndarray, rng: np.random.Generator, *, ground: float | None = None,
+                 version: int = 2, **kw) -> Caption:  # fmt: skip
+    """Caption one pose (24, 3) (module docstring); every clause is true of the pose."""
+    j = _check_joints(np.asarray(joints)[None])
+    g = _grounds(ground, 1) if version == 2 else None
+    codes = pc.extract(j, g, version=version)[0]
+    dis = None
+    if version == 2:
+        pool = sel.default_pool()
+        dis = (pool, pool.distractors(j)[0])
+    return caption_from_codes(codes, rng, version=version, distractors=dis,
+                              ground=None if g is None else float(g[0]), **kw)  # fmt: skip
+
+
+def caption_clip(clip: np.ndarray, seed: int = 0, *, ground: float | None = None,
+                 **kw) -> list[Caption]:  # fmt: skip
+    """Captions of every frame of a clip (T, 24, 3) against ONE floor: ``ground`` or
+    :func:`posecodes.estimate_floor` of the clip, so frames in flight are "in the air"."""
+    c = _check_joints(clip)
+    floor = pc.estimate_floor(c) if ground is None else float(ground)
+    return caption_poses(c, seed, ground=floor, **kw)

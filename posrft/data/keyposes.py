@@ -18,8 +18,9 @@ for a rotation about one axis they are the axis-angle vector). Keys:
 
 Each :class:`KeyPose` also states how it meets the ground: ``contacts_all`` (every listed
 support group touches the ground), ``contacts_any`` (at least one does), and whether the
-centre of mass must be over the support (``static``). Support groups are names of
-:data:`SUPPORT_GROUPS`. ``arms_free`` marks poses whose arms carry no load or contact, so the
+centre of mass must be over the support (``static``), or whether it is in flight
+(``airborne``: no support; the prior puts the floor some way below it). Support groups are
+names of :data:`SUPPORT_GROUPS`. ``arms_free`` marks poses whose arms carry no load or contact, so the
 prior may swap in the arms of a gesture pose; ``mirror`` adds the left-right mirror image.
 """
 
@@ -74,6 +75,7 @@ class KeyPose:
     mirror: bool = False
     weight: float = 1.0
     tags: tuple[str, ...] = field(default_factory=tuple)
+    airborne: bool = False  # in flight: no support at all (jumps, the flight phase of a run)
 
     def coords_deg(self) -> np.ndarray:
         """(24, 3) anatomical coordinates in degrees (right side mirrored, hands zero)."""
@@ -95,7 +97,7 @@ class KeyPose:
         tilt = {"side_left": "side_right"}.get(self.tilt, self.tilt)
         return KeyPose(self.name + "_m", self.family, joints, tilt, swap(self.contacts_all),
                        swap(self.contacts_any), self.static, self.arms_free, self.gesture,
-                       False, self.weight, self.tags)  # fmt: skip
+                       False, self.weight, self.tags, self.airborne)  # fmt: skip
 
 
 
@@ -234,18 +236,19 @@ _KEY_POSES: list[KeyPose] = [
         {"l_hip": (22, 3, 2), "l_knee": (75, 0, 0), "l_ankle": (20, 0, 0),
          "r_hip": (-62, 3, 2), "r_knee": (82, 0, 0), "r_ankle": (5, 0, 0),
          "spine": (12, 0, 0), "collar": (0, 0, -3), "l_shoulder": (0, -45, -66),
-         "r_shoulder": (0, 40, -68), "elbow": (0, -90, 0)}, mirror=True, weight=1.5),
+         "r_shoulder": (0, 40, -68), "elbow": (0, -90, 0)}, mirror=True, weight=1.5,
+        airborne=True),
     # ---------------------------------------------------------------- jumping
     _kp("jump_star", "jumping", {"hip": (0, 10, 28), "knee": (5, 0, 0), "ankle": (30, 0, 0),
-        "collar": (0, 0, 15), "shoulder": (0, -5, 50), "elbow": (0, -5, 0)}),
+        "collar": (0, 0, 15), "shoulder": (0, -5, 50), "elbow": (0, -5, 0)}, airborne=True),
     _kp("jump_tuck", "jumping", {"hip": (-95, 5, 10), "knee": (110, 0, 0), "ankle": (20, 0, 0),
-        "shoulder": (0, -60, -30), "elbow": (0, -40, 0), "spine": (10, 0, 0)}),
+        "shoulder": (0, -60, -30), "elbow": (0, -40, 0), "spine": (10, 0, 0)}, airborne=True),
     _kp("jump_takeoff", "jumping", {"root": (20, 0, 0), "hip": (-65, 5, 5), "knee": (65, 0, 0),
         "ankle": (-18, 0, 0), "spine": (20, 0, 0), "shoulder": (0, 45, -70),
         "elbow": (0, -10, 0)}, contacts_all=FEET),
     _kp("jump_reach", "jumping", {"hip": (-5, 5, 3), "knee": (8, 0, 0), "ankle": (38, 0, 0),
         "collar": (0, 0, 25), "shoulder": (0, -12, 78), "elbow": (0, -5, 0),
-        "head": (-20, 0, 0)}),
+        "head": (-20, 0, 0)}, airborne=True),
     # ---------------------------------------------------------------- sitting
     _kp("sit_chair", "sitting_chair", {"hip": (-88, 8, 6), "knee": (86, 0, 0),
         "ankle": (2, 0, 0), "spine": (6, 0, 0), "collar": (0, 0, -3),
@@ -394,15 +397,23 @@ _KEY_POSES: list[KeyPose] = [
 ]  # fmt: skip
 
 
-def key_poses(include_mirrors: bool = True) -> list[KeyPose]:
-    """All key poses (with the mirror images of asymmetric ones by default)."""
+def key_poses(include_mirrors: bool = True, version: int = 2) -> list[KeyPose]:
+    """All key poses (with the mirror images of asymmetric ones by default).
+
+    ``version=1``: the original library; ``2`` (default) adds the motion phases and sports
+    stances of :mod:`posrft.data.keyposes_motion`.
+    """
+    if version not in (1, 2):
+        raise ValueError(f"key-pose library version must be 1 or 2, got {version!r}")
+    from posrft.data.keyposes_motion import MOTION_KEY_POSES
+
     out = []
-    for kp in _KEY_POSES:
+    for kp in _KEY_POSES + (MOTION_KEY_POSES if version == 2 else []):
         out.append(kp)
         if include_mirrors and kp.mirror:
             out.append(kp.mirrored())
     return out
 
 
-def families() -> list[str]:
-    return sorted({kp.family for kp in _KEY_POSES})
+def families(version: int = 2) -> list[str]:
+    return sorted({kp.family for kp in key_poses(False, version)})

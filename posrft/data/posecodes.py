@@ -13,6 +13,12 @@ e.g. "the angle at the left knee is in [75, 105] degrees". Its value is one of
 * ``ground``   height above the ground of the lowest support point of ``joints`` (metres),
   the ground being the lowest support point of the body (support points as in
   :mod:`posrft.data.plausibility`: a joint lowered by the thickness of the body under it);
+* ``floor``    the same against a floor given per pose (a clip's floor, the prior's floor
+  under a jump; :func:`estimate_floor`), or the lowest support point when none is given;
+  0 for a point at or below the floor (a noisy frame dipping under it still touches it);
+* ``ndistance`` / ``nrelpos``: ``distance`` / ``relpos`` at the stand-in's size: times
+  ``STATURE_REF / stature`` (:func:`stature`: bone lengths, so the same in every pose);
+* ``sdistance`` ``distance`` in the body's own shoulder widths (:func:`shoulder_width`);
 * ``facing``   world-up component of the body's unit axis ``axis`` (0 = left, 2 = forward),
   the body axes being ``left = normalize(l_shoulder - r_shoulder + l_hip - r_hip)``,
   ``up' = normalize(neck - pelvis)``, ``forward = normalize(left x up')``.
@@ -23,12 +29,17 @@ relative positions 0.15 m, vertical/horizontal 10/80 deg, on the ground < 0.08 m
 *detected* only when the value is inside its interval by a margin, so a description never rests
 on a borderline measurement. Super-posecodes (kneeling, squatting, lying on the back...) are
 conjunctions of relations. Joints are ``(B, 24, 3)`` numpy arrays, metres, y up.
+
+The tables of codes are in :mod:`posrft.data.posecode_defs`: version 1 (metres, the floor under
+each pose) and version 2 (the default: measured against the body and the floor, plus codes for
+flight, hand heights, leans and crouches). :func:`codeset` gives one, with its extractor.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import roma
@@ -40,14 +51,8 @@ from posrft.data.plausibility import SUPPORT_OFFSET
 J = {n: i for i, n in enumerate(SMPL24_JOINTS)}
 INF = math.inf
 _OFFSET = SUPPORT_OFFSET.numpy().astype(np.float64)
-GROUND_JOINTS = {
-    "left_foot": ("left_ankle", "left_foot"), "right_foot": ("right_ankle", "right_foot"),
-    "left_knee": ("left_knee",), "right_knee": ("right_knee",),
-    "left_hand": ("left_wrist", "left_hand"), "right_hand": ("right_wrist", "right_hand"),
-    "seat": ("left_hip", "right_hip"),
-    "trunk": ("pelvis", "spine1", "spine2", "spine3", "left_hip", "right_hip", "left_shoulder",
-              "right_shoulder"),
-}  # fmt: skip
+KINDS = ("angle", "distance", "relpos", "vertical", "ground", "facing", "floor", "ndistance",
+         "nrelpos", "sdistance")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -60,13 +65,14 @@ class Relation:
     hi: float
     axis: int = -1
 
-    def value(self, joints: np.ndarray) -> np.ndarray:
-        """The measured value per pose, (B,), for joints (B, 24, 3)."""
-        return measure(self.kind, self.joints, self.axis, _batched(joints))
+    def value(self, joints: np.ndarray, ground: np.ndarray | float | None = None) -> np.ndarray:
+        """The measured value per pose, (B,), for joints (B, 24, 3); ``ground``: the floor
+        (``floor`` kind only; (B,), a number, or None for the pose's lowest support point)."""
+        return measure(self.kind, self.joints, self.axis, _batched(joints), ground)
 
-    def holds(self, joints: np.ndarray) -> np.ndarray:
+    def holds(self, joints: np.ndarray, ground: np.ndarray | float | None = None) -> np.ndarray:
         """Boolean (B,): the statement is true of each pose."""
-        v = self.value(joints)
+        v = self.value(joints, ground)
         return (v >= self.lo) & (v <= self.hi)
 
 
@@ -124,13 +130,54 @@ def body_frame(joints: np.ndarray) -> np.ndarray:
     return out + j[:, :1]
 
 
-def support_heights(joints: np.ndarray) -> np.ndarray:
-    """(B, 24) height of every joint's support point above the ground (min 0)."""
+def support_heights(joints: np.ndarray, ground: np.ndarray | float | None = None) -> np.ndarray:
+    """(B, 24) height of every joint's support point above the floor: ``y_j - o_j - g`` with
+    the floor ``g`` given per pose, else the pose's lowest support point (min 0)."""
     h = _batched(joints)[..., 1] - _OFFSET
-    return h - h.min(-1, keepdims=True)
+    if ground is None:
+        return h - h.min(-1, keepdims=True)
+    return h - np.broadcast_to(np.asarray(ground, dtype=np.float64), h.shape[:1])[:, None]
 
 
-def measure(kind: str, joints: tuple[str, ...], axis: int, j: np.ndarray) -> np.ndarray:
+def lowest_support(joints: np.ndarray) -> np.ndarray:
+    """(B,) height of each pose's lowest support point, ``min_j (y_j - o_j)``."""
+    return (_batched(joints)[..., 1] - _OFFSET).min(-1)
+
+
+def _bone(j: np.ndarray, a: str, b: str) -> np.ndarray:
+    return np.linalg.norm(j[:, J[a]] - j[:, J[b]], axis=-1)
+
+
+def stature(joints: np.ndarray) -> np.ndarray:
+    """(B,) body size from bone lengths (pose-invariant): the mean leg (hip-knee-ankle) plus
+    the spine, neck and head bones (pelvis-spine1-spine2-spine3-neck-head)."""
+    j = _batched(joints)
+    leg = 0.5 * sum(_bone(j, f"{s}_hip", f"{s}_knee") + _bone(j, f"{s}_knee", f"{s}_ankle")
+                    for s in ("left", "right"))  # fmt: skip
+    chain = ("pelvis", "spine1", "spine2", "spine3", "neck", "head")
+    return leg + sum(_bone(j, a, b) for a, b in zip(chain, chain[1:]))
+
+
+def shoulder_width(joints: np.ndarray) -> np.ndarray:
+    """(B,) the shoulder girdle's length (pose-invariant): collar to collar plus each collar
+    to its shoulder; the distance between the shoulders of a body with level collars."""
+    j = _batched(joints)
+    return (_bone(j, "left_collar", "right_collar") + _bone(j, "left_collar", "left_shoulder")
+            + _bone(j, "right_collar", "right_shoulder"))  # fmt: skip
+
+
+def _ref_sizes() -> tuple[float, float]:
+    from posrft.body.standin import standin_rest_joints
+
+    rest = standin_rest_joints()[None]
+    return float(stature(rest)[0]), float(shoulder_width(rest)[0])
+
+
+STATURE_REF, SHOULDER_REF = _ref_sizes()
+
+
+def measure(kind: str, joints: tuple[str, ...], axis: int, j: np.ndarray,
+            ground: np.ndarray | float | None = None) -> np.ndarray:  # fmt: skip
     """Value of one relation kind (module docstring) for joints ``j`` (B, 24, 3)."""
     idx = [J[n] for n in joints]
     if kind == "angle":
@@ -138,20 +185,34 @@ def measure(kind: str, joints: tuple[str, ...], axis: int, j: np.ndarray) -> np.
         b = j[:, idx[2]] - j[:, idx[1]]
         cos = (_unit(a) * _unit(b)).sum(-1)
         return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-    if kind == "distance":
-        return np.linalg.norm(j[:, idx[0]] - j[:, idx[1]], axis=-1)
-    if kind == "relpos":
+    if kind in ("distance", "ndistance", "sdistance"):
+        d = np.linalg.norm(j[:, idx[0]] - j[:, idx[1]], axis=-1)
+        if kind == "ndistance":
+            return d * STATURE_REF / stature(j)
+        return d / shoulder_width(j) if kind == "sdistance" else d
+    if kind in ("relpos", "nrelpos"):
         f = body_frame(j)
-        return f[:, idx[0], axis] - f[:, idx[1], axis]
+        d = f[:, idx[0], axis] - f[:, idx[1], axis]
+        return d * STATURE_REF / stature(j) if kind == "nrelpos" else d
     if kind == "vertical":
         seg = _unit(j[:, idx[1]] - j[:, idx[0]])
         return np.degrees(np.arccos(np.clip(np.abs(seg[:, 1]), 0.0, 1.0)))
     if kind == "ground":
         return support_heights(j)[:, idx].min(-1)
+    if kind == "floor":
+        return np.maximum(support_heights(j, ground)[:, idx].min(-1), 0.0)
     if kind == "facing":
         left, _, forward = body_axes(j)
         return (left if axis == 0 else forward)[:, 1]
     raise ValueError(f"unknown relation kind {kind!r}")
+
+
+def estimate_floor(clip: np.ndarray, percentile: float = 10.0) -> float:
+    """The floor of a clip (T, 24, 3): the ``percentile``-th percentile over frames of each
+    frame's lowest support point. One floor for the whole clip, so a frame in flight is above
+    it; the low percentile (not the minimum) keeps one noisy frame from lowering it."""
+    lows = lowest_support(clip)
+    return float(np.percentile(lows, percentile))
 
 
 @dataclass(frozen=True)
@@ -160,8 +221,8 @@ class PosecodeDef:
 
     ``bins``: ``(category, lo, hi)`` truth intervals; a category is detected when the value is
     in ``[lo + margin, hi - margin]``. ``subject``: the body part it talks about (text);
-    ``mirror``: key of the left/right twin (for "both ..."); ``parts``: for super-posecodes
-    the component relations per category (the value is then 1 when all hold with margins).
+    ``mirror``: key of the left/right twin (for "both ..."); ``covers``: keys made redundant
+    when this one is described.
     """
 
     key: str
@@ -172,7 +233,7 @@ class PosecodeDef:
     subject: str
     axis: int = -1
     mirror: str | None = None
-    covers: tuple[str, ...] = ()  # keys made redundant when this one is described
+    covers: tuple[str, ...] = ()
 
     def relation(self, category: str) -> Relation:
         for name, lo, hi in self.bins:
@@ -195,160 +256,16 @@ class SuperDef:
     def relations(self) -> tuple[Relation, ...]:
         return tuple(r for r, _ in self.parts)
 
-
-ANGLE_BINS = (("completely bent", 0, 45), ("almost completely bent", 45, 75),
-              ("bent at a right angle", 75, 105), ("partially bent", 105, 135),
-              ("slightly bent", 135, 160), ("straight", 160, 180))  # fmt: skip
-PAIR_BINS = (("close", 0, 0.2), ("shoulder width", 0.2, 0.4), ("spread", 0.4, 0.8),
-             ("wide", 0.8, INF))  # fmt: skip
-CLOSE = (("close", 0, 0.15),)
-VERT_BINS = (("vertical", 0, 10), ("horizontal", 80, 90))
-GROUND_BINS = (("on the ground", 0, 0.08), ("off the ground", 0.25, INF))
-ABOVE, BELOW = ("above", 0.15, INF), ("below", -INF, -0.15)
-FRONT, BEHIND = ("in front", 0.15, INF), ("behind", -INF, -0.15)
-
-
-def _side(name: str, s: str) -> str:
-    return name.replace("{s}", s).replace("{o}", "right" if s == "left" else "left")
-
-
-def _defs() -> list[PosecodeDef]:
-    out: list[PosecodeDef] = [
-        PosecodeDef("dist:hands", "distance", ("left_hand", "right_hand"), PAIR_BINS, 0.03, "hands"),
-        PosecodeDef("dist:feet", "distance", ("left_foot", "right_foot"), PAIR_BINS, 0.03, "feet"),
-        PosecodeDef("dist:knees", "distance", ("left_knee", "right_knee"),
-                    (PAIR_BINS[0], PAIR_BINS[2], PAIR_BINS[3]), 0.03, "knees"),
-        PosecodeDef("dist:elbows", "distance", ("left_elbow", "right_elbow"),
-                    (PAIR_BINS[0], PAIR_BINS[3]), 0.03, "elbows"),
-        PosecodeDef("rel:hands:y", "relpos", ("left_hand", "right_hand"), (ABOVE, BELOW), 0.03,
-                    "left hand", axis=1),
-        PosecodeDef("rel:hands:z", "relpos", ("left_hand", "right_hand"), (FRONT, BEHIND), 0.03,
-                    "left hand", axis=2),
-        PosecodeDef("rel:hands:x", "relpos", ("left_hand", "right_hand"),
-                    (("crossed", -INF, -0.05),), 0.03, "hands", axis=0),
-        PosecodeDef("rel:feet:y", "relpos", ("left_foot", "right_foot"), (ABOVE, BELOW), 0.03,
-                    "left foot", axis=1),
-        PosecodeDef("rel:feet:z", "relpos", ("left_foot", "right_foot"), (FRONT, BEHIND), 0.03,
-                    "left foot", axis=2),
-        PosecodeDef("rel:feet:x", "relpos", ("left_foot", "right_foot"),
-                    (("crossed", -INF, -0.05),), 0.03, "legs", axis=0),
-        PosecodeDef("rel:knees:y", "relpos", ("left_knee", "right_knee"), (ABOVE, BELOW), 0.03,
-                    "left knee", axis=1),
-        PosecodeDef("vert:torso", "vertical", ("pelvis", "neck"),
-                    (("upright", 0, 20), ("horizontal", 70, 90)), 5, "torso"),
-    ]  # fmt: skip
-    for s in ("left", "right"):
-        o = "right" if s == "left" else "left"
-        m = lambda key: key.replace(s, o)  # noqa: E731
-        rows = [
-            (f"angle:{s}_knee", "angle", (f"{s}_hip", f"{s}_knee", f"{s}_ankle"), ANGLE_BINS, 5, f"{s} knee"),
-            (f"angle:{s}_elbow", "angle", (f"{s}_shoulder", f"{s}_elbow", f"{s}_wrist"), ANGLE_BINS, 5, f"{s} elbow"),
-            (f"near:{s}_hand:head", "distance", (f"{s}_hand", "head"), CLOSE, 0.03, f"{s} hand"),
-            (f"near:{s}_hand:{o}_shoulder", "distance", (f"{s}_hand", f"{o}_shoulder"), CLOSE, 0.03, f"{s} hand"),
-            (f"near:{s}_hand:{o}_elbow", "distance", (f"{s}_hand", f"{o}_elbow"), CLOSE, 0.03, f"{s} hand"),
-            (f"near:{s}_hand:{s}_knee", "distance", (f"{s}_hand", f"{s}_knee"), CLOSE, 0.03, f"{s} hand"),
-            (f"near:{s}_hand:{o}_knee", "distance", (f"{s}_hand", f"{o}_knee"), CLOSE, 0.03, f"{s} hand"),
-            (f"near:{s}_hand:{s}_foot", "distance", (f"{s}_hand", f"{s}_foot"), CLOSE, 0.03, f"{s} hand"),
-            (f"near:{s}_hand:{s}_hip", "distance", (f"{s}_hand", f"{s}_hip"), CLOSE, 0.03, f"{s} hand"),
-            (f"near:{s}_foot:{o}_knee", "distance", (f"{s}_foot", f"{o}_knee"), CLOSE, 0.03, f"{s} foot"),
-            (f"vert:{s}_thigh", "vertical", (f"{s}_hip", f"{s}_knee"), VERT_BINS, 5, f"{s} thigh"),
-            (f"vert:{s}_shin", "vertical", (f"{s}_knee", f"{s}_ankle"), VERT_BINS, 5, f"{s} shin"),
-            (f"vert:{s}_upperarm", "vertical", (f"{s}_shoulder", f"{s}_elbow"), VERT_BINS, 5, f"{s} upper arm"),
-            (f"vert:{s}_forearm", "vertical", (f"{s}_elbow", f"{s}_wrist"), VERT_BINS, 5, f"{s} forearm"),
-            (f"ground:{s}_foot", "ground", GROUND_JOINTS[f"{s}_foot"], GROUND_BINS, 0.03, f"{s} foot"),
-            (f"ground:{s}_knee", "ground", GROUND_JOINTS[f"{s}_knee"], GROUND_BINS[:1], 0.03, f"{s} knee"),
-            (f"ground:{s}_hand", "ground", GROUND_JOINTS[f"{s}_hand"], GROUND_BINS[:1], 0.03, f"{s} hand"),
-        ]  # fmt: skip
-        for key, kind, joints, bins, margin, subject in rows:
-            out.append(PosecodeDef(key, kind, joints, bins, margin, subject, mirror=m(key)))
-        rel = [
-            (f"rel:{s}_hand:head", (f"{s}_hand", "head"), 1, (("above", 0.1, INF),), f"{s} hand"),
-            (f"rel:{s}_hand:shoulder", (f"{s}_hand", f"{s}_shoulder"), 1, (ABOVE,), f"{s} hand"),
-            (f"rel:{s}_hand:hip", (f"{s}_hand", f"{s}_hip"), 1, (("below", -INF, -0.25),), f"{s} hand"),
-            (f"rel:{s}_hand:back", (f"{s}_hand", "spine3"), 2, (BEHIND,), f"{s} hand"),
-            (f"rel:{s}_hand:front", (f"{s}_hand", f"{s}_shoulder"), 2, (("in front", 0.4, INF),), f"{s} hand"),
-            (f"rel:{s}_foot:hip", (f"{s}_foot", f"{s}_hip"), 1, (("above", 0.0, INF),), f"{s} foot"),
-            (f"rel:{s}_knee:hip", (f"{s}_knee", f"{s}_hip"), 1, (("above", 0.05, INF),), f"{s} knee"),
-            (f"rel:{s}_foot:body", (f"{s}_foot", "pelvis"), 2,
-             (("in front", 0.35, INF), ("behind", -INF, -0.35)), f"{s} foot"),
-        ]  # fmt: skip
-        for key, joints, axis, bins, subject in rel:
-            covers = (f"rel:{s}_hand:shoulder",) if key == f"rel:{s}_hand:head" else ()
-            out.append(PosecodeDef(key, "relpos", joints, bins, 0.03, subject, axis=axis,
-                                   mirror=m(key), covers=covers))  # fmt: skip
-    return out
-
-
-def _r(kind, joints, lo, hi, axis=-1) -> Relation:
-    return Relation(kind, tuple(joints), lo, hi, axis)
-
-
-def _supers() -> list[SuperDef]:
-    torso = ("pelvis", "neck")
-    g = GROUND_JOINTS
-    out = [
-        SuperDef("lying:back", ((_r("vertical", torso, 70, 90), 5), (_r("facing", torso, 0.6, 1, 2), 0.1),
-                                (_r("ground", g["trunk"], 0, 0.1), 0.03)), covers=("vert:torso",)),
-        SuperDef("lying:front", ((_r("vertical", torso, 70, 90), 5), (_r("facing", torso, -1, -0.6, 2), 0.1),
-                                 (_r("ground", g["trunk"], 0, 0.1), 0.03)), covers=("vert:torso",)),
-        SuperDef("kneeling", ((_r("ground", g["left_knee"], 0, 0.08), 0.03),
-                              (_r("ground", g["right_knee"], 0, 0.08), 0.03),
-                              (_r("vertical", torso, 0, 45), 5)),
-                 covers=("ground:left_knee", "ground:right_knee")),
-        SuperDef("squatting", ((_r("angle", ("left_hip", "left_knee", "left_ankle"), 0, 80), 5),
-                               (_r("angle", ("right_hip", "right_knee", "right_ankle"), 0, 80), 5),
-                               (_r("ground", g["left_foot"], 0, 0.08), 0.03),
-                               (_r("ground", g["right_foot"], 0, 0.08), 0.03),
-                               (_r("ground", g["seat"], 0.06, INF), 0.02),
-                               (_r("ground", g["left_knee"], 0.2, INF), 0.03),
-                               (_r("ground", g["right_knee"], 0.2, INF), 0.03)),
-                 covers=("ground:left_foot", "ground:right_foot")),
-        SuperDef("sitting:ground", ((_r("ground", g["seat"], 0, 0.08), 0.03),
-                                    (_r("vertical", torso, 0, 50), 5))),
-        SuperDef("lean:forward", ((_r("relpos", ("neck", "pelvis"), 0.2, INF, 2), 0.03),
-                                  (_r("vertical", torso, 0, 65), 5))),
-        SuperDef("lean:backward", ((_r("relpos", ("neck", "pelvis"), -INF, -0.15, 2), 0.03),
-                                   (_r("vertical", torso, 0, 65), 5))),
-    ]  # fmt: skip
-    for s in ("left", "right"):
-        o = "right" if s == "left" else "left"
-        out += [
-            SuperDef(f"lying:{s}_side", ((_r("vertical", torso, 70, 90), 5),
-                                         (_r("facing", torso, -1, -0.6, 0) if s == "left"
-                                          else _r("facing", torso, 0.6, 1, 0), 0.1),
-                                         (_r("ground", g["trunk"], 0, 0.1), 0.03)),
-                     mirror=f"lying:{o}_side", covers=("vert:torso",)),
-            SuperDef(f"kneel:{s}", ((_r("ground", g[f"{s}_knee"], 0, 0.08), 0.03),
-                                    (_r("ground", g[f"{o}_foot"], 0, 0.08), 0.03),
-                                    (_r("ground", g[f"{o}_knee"], 0.25, INF), 0.03)),
-                     mirror=f"kneel:{o}", covers=(f"ground:{s}_knee", f"ground:{o}_foot")),
-            SuperDef(f"one_leg:{s}", ((_r("ground", g[f"{s}_foot"], 0, 0.08), 0.03),
-                                      (_r("ground", g[f"{o}_foot"], 0.25, INF), 0.03),
-                                      (_r("angle", (f"{s}_hip", f"{s}_knee", f"{s}_ankle"), 135, 180), 5),
-                                      (_r("vertical", torso, 0, 30), 5)),
-                     mirror=f"one_leg:{o}", covers=(f"ground:{s}_foot", f"ground:{o}_foot")),
-            SuperDef(f"lean:{s}", ((_r("relpos", ("neck", "pelvis"), 0.15, INF, 0) if s == "left"
-                                    else _r("relpos", ("neck", "pelvis"), -INF, -0.15, 0), 0.03),
-                                   (_r("vertical", torso, 0, 65), 5)), mirror=f"lean:{o}"),
-        ]  # fmt: skip
-    return out
-
-
-POSECODES: tuple[PosecodeDef, ...] = tuple(_defs())
-SUPER_POSECODES: tuple[SuperDef, ...] = tuple(_supers())
-_BY_KEY = {d.key: d for d in POSECODES} | {d.key: d for d in SUPER_POSECODES}
-
-
-def get_def(key: str) -> PosecodeDef | SuperDef:
-    try:
-        return _BY_KEY[key]
-    except KeyError:
-        raise KeyError(f"unknown posecode {key!r}") from None
+    @property
+    def kind(self) -> str:
+        return "super"
 
 
 # the range each kind's value can take: a bound at the range's edge needs no margin
 _DOMAIN = {"angle": (0.0, 180.0), "vertical": (0.0, 90.0), "distance": (0.0, INF),
-           "ground": (0.0, INF), "relpos": (-INF, INF), "facing": (-1.0, 1.0)}  # fmt: skip
+           "ground": (0.0, INF), "relpos": (-INF, INF), "facing": (-1.0, 1.0),
+           "floor": (0.0, INF), "ndistance": (0.0, INF), "nrelpos": (-INF, INF),
+           "sdistance": (0.0, INF)}  # fmt: skip
 
 
 def _detect(values: np.ndarray, kind: str, lo: float, hi: float, margin: float) -> np.ndarray:
@@ -359,40 +276,111 @@ def _detect(values: np.ndarray, kind: str, lo: float, hi: float, margin: float) 
     return (values >= lo_eff) & (values <= hi_eff)
 
 
-def extract(joints: np.ndarray) -> list[dict[str, str]]:
-    """Detected categories per pose: ``[{posecode key: category}, ...]`` (B entries).
+class CodeSet:
+    """One version's posecodes and super-posecodes, with extraction."""
 
-    Elementary posecodes map to their detected category (absent when the value is in no
-    category by the margin); super-posecodes map to ``"yes"`` when every component is detected.
-    """
-    j = _batched(joints)
-    b = j.shape[0]
-    out: list[dict[str, str]] = [{} for _ in range(b)]
-    cache: dict[tuple, np.ndarray] = {}
+    def __init__(self, version: int, defs: list[PosecodeDef], supers: list[SuperDef]) -> None:
+        self.version = version
+        self.defs: tuple[PosecodeDef, ...] = tuple(defs)
+        self.supers: tuple[SuperDef, ...] = tuple(supers)
+        self._by_key = {d.key: d for d in self.defs} | {d.key: d for d in self.supers}
 
-    def val(kind, joints_, axis):
-        key = (kind, joints_, axis)
-        if key not in cache:
-            cache[key] = measure(kind, joints_, axis, j)
-        return cache[key]
+    def get(self, key: str) -> PosecodeDef | SuperDef:
+        try:
+            return self._by_key[key]
+        except KeyError:
+            raise KeyError(f"unknown posecode {key!r} (version {self.version})") from None
 
-    for d in POSECODES:
-        v = val(d.kind, d.joints, d.axis)
-        for name, lo, hi in d.bins:
-            for i in np.nonzero(_detect(v, d.kind, lo, hi, d.margin))[0]:
-                out[i][d.key] = name
-    for d in SUPER_POSECODES:
-        ok = np.ones(b, dtype=bool)
-        for r, margin in d.parts:
-            ok &= _detect(val(r.kind, r.joints, r.axis), r.kind, r.lo, r.hi, margin)
-        for i in np.nonzero(ok)[0]:
-            out[i][d.key] = "yes"
-    return out
+    def relations_of(self, key: str, category: str) -> tuple[Relation, ...]:
+        """The relations a detected ``(key, category)`` asserts."""
+        d = self.get(key)
+        return d.relations if isinstance(d, SuperDef) else (d.relation(category),)
+
+    def extract(self, joints: np.ndarray, ground: np.ndarray | float | None = None
+                ) -> list[dict[str, str]]:  # fmt: skip
+        """Detected categories per pose: ``[{posecode key: category}, ...]`` (B entries).
+
+        Elementary posecodes map to their detected category (absent when the value is in no
+        category by the margin); super-posecodes map to ``"yes"`` when every component is
+        detected. ``ground``: the floor per pose for ``floor`` relations (None: the pose's
+        lowest support point).
+        """
+        j = _batched(joints)
+        b = j.shape[0]
+        if ground is not None:
+            ground = np.broadcast_to(np.asarray(ground, dtype=np.float64), (b,))
+        out: list[dict[str, str]] = [{} for _ in range(b)]
+        cache: dict[tuple, np.ndarray] = {}
+
+        def val(kind, joints_, axis):
+            key = (kind, joints_, axis)
+            if key not in cache:
+                cache[key] = measure(kind, joints_, axis, j, ground)
+            return cache[key]
+
+        for d in self.defs:
+            v = val(d.kind, d.joints, d.axis)
+            for name, lo, hi in d.bins:
+                for i in np.nonzero(_detect(v, d.kind, lo, hi, d.margin))[0]:
+                    out[i][d.key] = name
+        for d in self.supers:
+            ok = np.ones(b, dtype=bool)
+            for r, margin in d.parts:
+                ok &= _detect(val(r.kind, r.joints, r.axis), r.kind, r.lo, r.hi, margin)
+            for i in np.nonzero(ok)[0]:
+                out[i][d.key] = "yes"
+        return out
+
+    def holds_matrix(self, joints: np.ndarray, ground: np.ndarray | float | None = None
+                     ) -> tuple[list[tuple[str, str]], np.ndarray]:  # fmt: skip
+        """Truth of every ``(key, category)`` statement on every pose: the codes and a bool
+        matrix (B, C) (a super-posecode holds when all its relations hold, no margins)."""
+        j = _batched(joints)
+        codes, cols = [], []
+        for d in self.defs:
+            v = measure(d.kind, d.joints, d.axis, j, ground)
+            for name, lo, hi in d.bins:
+                codes.append((d.key, name))
+                cols.append((v >= lo) & (v <= hi))
+        for d in self.supers:
+            ok = np.ones(j.shape[0], dtype=bool)
+            for r in d.relations:
+                ok &= r.holds(j, ground)
+            codes.append((d.key, "yes"))
+            cols.append(ok)
+        return codes, np.stack(cols, 1)
 
 
-def relations_of(key: str, category: str) -> tuple[Relation, ...]:
-    """The relations a detected ``(key, category)`` asserts."""
-    d = get_def(key)
-    if isinstance(d, SuperDef):
-        return d.relations
-    return (d.relation(category),)
+@lru_cache(maxsize=2)
+def codeset(version: int = 2) -> CodeSet:
+    """The posecodes of ``version`` (1 or 2; :mod:`posrft.data.posecode_defs`)."""
+    from posrft.data import posecode_defs as t
+
+    if version == 1:
+        return CodeSet(1, t.defs_v1(), t.supers_v1())
+    if version == 2:
+        return CodeSet(2, t.defs_v2(), t.supers_v2())
+    raise ValueError(f"posecode version must be 1 or 2, got {version!r}")
+
+
+def extract(joints: np.ndarray, ground: np.ndarray | float | None = None, *,
+            version: int = 2) -> list[dict[str, str]]:  # fmt: skip
+    """:meth:`CodeSet.extract` of :func:`codeset` ``(version)``."""
+    return codeset(version).extract(joints, ground)
+
+
+def get_def(key: str, version: int = 2) -> PosecodeDef | SuperDef:
+    return codeset(version).get(key)
+
+
+def relations_of(key: str, category: str, version: int = 2) -> tuple[Relation, ...]:
+    return codeset(version).relations_of(key, category)
+
+
+def __getattr__(name: str):
+    # POSECODES / SUPER_POSECODES: the default (version 2) tables, built on first use
+    if name == "POSECODES":
+        return codeset(2).defs
+    if name == "SUPER_POSECODES":
+        return codeset(2).supers
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,9 +5,12 @@ Sampling one candidate (all steps batched in torch, driven by one ``torch.Genera
 1. pick a key pose (:mod:`posrft.data.keyposes`) with probability proportional to
    ``FAMILY_WEIGHT[family] * weight / (sum of the weights in its family)``: families are
    balanced, not poses (mirror images and variants split their family's share);
-2. with probability ``p_blend`` (families in :data:`BLEND_FAMILIES`) slerp every joint
-   rotation towards another key pose of the same family and tilt, ``t ~ U(0.15, 0.85)``:
-   ``R = R_a exp(t log(R_a^T R_b))``; the label, contacts and balance rule are the nearer pose's;
+2. with probability ``p_blend`` slerp every joint rotation towards a *partner*, ``t ~ U(0.15,
+   0.85)``: ``R = R_a exp(t log(R_a^T R_b))``; the label, contacts, balance rule and flight are
+   the nearer pose's. Partners: another key pose of the same family and tilt (families in
+   :data:`BLEND_FAMILIES`) and, in the second library, the poses that follow or precede it in a
+   motion (:data:`posrft.data.keyposes_motion.TRANSITIONS`: stand -> counter-movement ->
+   push-off -> flight -> landing, stand -> half squat -> squat, stand -> forward lean, ...);
 3. with probability ``p_arms`` (``arms_free`` poses) graft the arms (collars to wrists) of a
    gesture pose (wave, point, arms crossed...): label ``"<pose>+<gesture>"``;
 4. perturb the anatomical coordinates (:mod:`posrft.data.limits`) with Gaussian noise of
@@ -23,7 +26,14 @@ Sampling one candidate (all steps batched in torch, driven by one ``torch.Genera
    reject the candidate;
 6. turn it about the vertical by ``yaw ~ U(-yaw_deg, yaw_deg)``;
 7. reject it if any limit is violated, capsules penetrate, a required contact is off the
-   ground (> 5 cm) or a static pose is off balance (:mod:`posrft.data.plausibility`).
+   ground (> 5 cm) or a static pose is off balance (:mod:`posrft.data.plausibility`);
+8. place the floor: at the lowest support point, or for an ``airborne`` key pose (a jump's
+   flight) ``h ~ U(FLIGHT_M)`` below it (``PoseSamples.ground``). Flight heights come from
+   their own generator, so the poses do not depend on them.
+
+Two libraries (``version``): 1 is the original key-pose set; 2 (the default) adds the motion
+phases, forward leans and sports stances of :mod:`posrft.data.keyposes_motion` and the
+transitions between phases. ``version=1`` reproduces the first library's samples exactly.
 
 Candidates are drawn in fixed batches of :data:`BATCH` and kept in order, so the first ``k``
 poses of ``sample_poses(n, seed)`` do not depend on ``n``.
@@ -51,6 +61,8 @@ BLEND_FAMILIES = frozenset({
     "standing", "walking", "running", "sitting_chair", "sitting_floor", "squatting",
     "kneeling", "lying_back", "reaching", "bending",
 })  # fmt: skip
+BLEND_FAMILIES_V2 = BLEND_FAMILIES | {"leaning", "sports"}
+FLIGHT_M = (0.05, 0.4)  # height of the lowest support point above the floor in flight
 # relative frequency of each family among *candidates*; families whose candidates are often
 # rejected (multi-contact poses: measured acceptance 15-50 %) are drawn more often so that the
 # accepted poses stay roughly balanced
@@ -62,6 +74,8 @@ FAMILY_WEIGHT.update({f: 0.6 for f in (
     "a_pose", "t_pose", "arms_raised", "waving", "pointing", "clapping", "hands_on_hips",
     "hands_on_head", "arms_crossed", "carrying", "gesture")})
 FAMILY_WEIGHT.update({"arms_crossed": 1.2, "hands_on_head": 0.9})
+# the second library: jumps have many phases now, sports stances are many families' worth
+FAMILY_WEIGHT_V2 = {**FAMILY_WEIGHT, "jumping": 2.0, "leaning": 1.2, "sports": 2.0}
 ARM_JOINTS = [SMPL24_JOINTS.index(f"{s}_{j}") for s in ("left", "right")
               for j in ("collar", "shoulder", "elbow", "wrist")]  # fmt: skip
 _GROUPS = list(kp_lib.SUPPORT_GROUPS)
@@ -78,6 +92,9 @@ class PoseSamples:
         family: n family names, e.g. ``"walking"``.
         seed: the seed used.
         stats: ``candidates``, ``accepted`` and rejections per reason.
+        ground: (n,) float32 height (y) of the floor in the frame of ``joints``: a joint
+            touches it when ``y_j - SUPPORT_OFFSET_j`` equals it (step 8).
+        airborne: (n,) bool, the pose is in flight (its floor is below its lowest point).
     """
 
     pose: np.ndarray
@@ -86,6 +103,8 @@ class PoseSamples:
     family: list[str]
     seed: int
     stats: dict[str, int] = field(default_factory=dict)
+    ground: np.ndarray | None = None
+    airborne: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.key_pose)
@@ -105,12 +124,13 @@ class _Library:
     gestures: torch.Tensor  # (M,) indices of gesture poses
     prob: torch.Tensor  # (K,) sampling probabilities
     partners: list[list[int]]  # blend partners per pose
+    airborne: torch.Tensor  # (K,) bool
 
 
-@lru_cache(maxsize=1)
-def library() -> _Library:
-    """The compiled key-pose library (cached)."""
-    kps = kp_lib.key_poses()
+@lru_cache(maxsize=2)
+def library(version: int = 2) -> _Library:
+    """The compiled key-pose library ``version`` (module docstring; cached)."""
+    kps = kp_lib.key_poses(version=version)
     k = len(kps)
     coords = torch.tensor(np.deg2rad(np.stack([p.coords_deg() for p in kps])), dtype=torch.float32)
     root = roma.rotvec_to_rotmat(coords[:, 0])
@@ -126,13 +146,17 @@ def library() -> _Library:
             cont_any[i, _GROUPS.index(g)] = True
     fams = [p.family for p in kps]
     fam_total = {f: sum(p.weight for p in kps if p.family == f) for f in set(fams)}
-    prob = torch.tensor([FAMILY_WEIGHT.get(p.family, 1.0) * p.weight / fam_total[p.family]
+    weights = FAMILY_WEIGHT if version == 1 else FAMILY_WEIGHT_V2
+    blend = BLEND_FAMILIES if version == 1 else BLEND_FAMILIES_V2
+    prob = torch.tensor([weights.get(p.family, 1.0) * p.weight / fam_total[p.family]
                          for p in kps], dtype=torch.float64)  # fmt: skip
     partners = [
         [j for j, q in enumerate(kps) if j != i and q.family == p.family and q.tilt == p.tilt]
-        if p.family in BLEND_FAMILIES else []
+        if p.family in blend else []
         for i, p in enumerate(kps)
     ]  # fmt: skip
+    if version == 2:
+        _add_transitions(kps, partners)
     return _Library(
         names=[p.name for p in kps], families=fams, coords=coords, base_glob=tilt @ root,
         tilt=[p.tilt for p in kps], contacts_all=cont_all, contacts_any=cont_any,
@@ -140,7 +164,28 @@ def library() -> _Library:
         arms_free=torch.tensor([p.arms_free for p in kps]),
         gestures=torch.tensor([i for i, p in enumerate(kps) if p.gesture]),
         prob=prob / prob.sum(), partners=partners,
+        airborne=torch.tensor([p.airborne for p in kps]),
     )  # fmt: skip
+
+
+def _add_transitions(kps: list, partners: list[list[int]]) -> None:
+    """Make the poses of every transition (and their mirror images) blend partners."""
+    from posrft.data.keyposes_motion import TRANSITIONS
+
+    index = {p.name: i for i, p in enumerate(kps)}
+    for a, b in TRANSITIONS:
+        for name in (a, b):
+            if name not in index:
+                raise KeyError(f"transition ({a!r}, {b!r}): no key pose named {name!r}")
+        # pair same-side versions: a with b, a_m with b_m (or with b when b has no mirror)
+        for sa, sb in (("", ""), ("_m", "_m"), ("_m", ""), ("", "_m")):
+            i, j = index.get(a + sa), index.get(b + sb)
+            if i is None or j is None or (sa != sb and (a + "_m" in index) == (b + "_m" in index)):
+                continue
+            if j not in partners[i]:
+                partners[i].append(j)
+            if i not in partners[j]:
+                partners[j].append(i)
 
 
 def _noise_sigma(noise: float) -> torch.Tensor:
@@ -310,6 +355,7 @@ def sample_poses(
     n: int,
     seed: int = 0,
     *,
+    version: int = 2,
     yaw_deg: float = 180.0,
     noise: float = 1.0,
     p_blend: float = 0.35,
@@ -320,25 +366,29 @@ def sample_poses(
 ) -> PoseSamples:
     """Draw ``n`` plausible poses (module docstring), deterministic for ``seed``.
 
-    ``yaw_deg = 0`` keeps every body facing +z (the canonical heading); 180 spreads the
-    heading uniformly. Raises ``RuntimeError`` if ``max_candidates`` (default ``50 n + BATCH``)
-    candidates yield fewer than ``n`` accepted poses.
+    ``version``: the key-pose library (module docstring). ``yaw_deg = 0`` keeps every body
+    facing +z (the canonical heading); 180 spreads the heading uniformly. Raises
+    ``RuntimeError`` if ``max_candidates`` (default ``50 n + BATCH``) candidates yield fewer
+    than ``n`` accepted poses.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    if version not in (1, 2):
+        raise ValueError(f"version must be 1 or 2, got {version!r}")
     with single_thread():
-        return _sample(n, seed, yaw_deg, noise, p_blend, p_arms, root_noise_deg, max_fix_deg,
-                       max_candidates)
+        return _sample(n, seed, version, yaw_deg, noise, p_blend, p_arms, root_noise_deg,
+                       max_fix_deg, max_candidates)  # fmt: skip
 
 
-def _sample(n, seed, yaw_deg, noise, p_blend, p_arms, root_noise_deg, max_fix_deg,
+def _sample(n, seed, version, yaw_deg, noise, p_blend, p_arms, root_noise_deg, max_fix_deg,
             max_candidates) -> PoseSamples:
-    lib = library()
+    lib = library(version)
     gen = torch.Generator().manual_seed(int(seed))
+    gen_air = torch.Generator().manual_seed(int(seed) * 7919 + 17)  # flight heights only
     cfg = dict(noise=noise, p_blend=p_blend, p_arms=p_arms, yaw_deg=yaw_deg,
                root_noise_deg=root_noise_deg)  # fmt: skip
     limit = max_candidates if max_candidates is not None else 50 * n + BATCH
-    poses, joints, labels, fams = [], [], [], []
+    poses, joints, labels, fams, grounds, flying = [], [], [], [], [], []
     stats = {"candidates": 0, "accepted": 0}
     got = 0
     while got < n:
@@ -358,8 +408,13 @@ def _sample(n, seed, yaw_deg, noise, p_blend, p_arms, root_noise_deg, max_fix_de
             fam = lib.families[i]
             stats[f"candidates/{fam}"] = stats.get(f"candidates/{fam}", 0) + 1
             stats[f"accepted/{fam}"] = stats.get(f"accepted/{fam}", 0) + int(good)
+        air = lib.airborne[c["rule"]]
+        lift = FLIGHT_M[0] + (FLIGHT_M[1] - FLIGHT_M[0]) * _rand(gen_air, BATCH)
+        floor = _lowest_support(jts) - torch.where(air, lift, torch.zeros_like(lift))
         poses.append(pose[idx])
         joints.append(jts[idx])
+        grounds.append(floor[idx])
+        flying.append(air[idx])
         labels += [c["label"][i] for i in idx.tolist()]
         fams += [lib.families[int(c["rule"][i])] for i in idx.tolist()]
         got += len(idx)
@@ -367,7 +422,14 @@ def _sample(n, seed, yaw_deg, noise, p_blend, p_arms, root_noise_deg, max_fix_de
         pose=torch.cat(poses).numpy().astype(np.float32),
         joints=torch.cat(joints).numpy().astype(np.float32),
         key_pose=labels, family=fams, seed=int(seed), stats=stats,
+        ground=torch.cat(grounds).numpy().astype(np.float32),
+        airborne=torch.cat(flying).numpy(),
     )  # fmt: skip
+
+
+def _lowest_support(joints: torch.Tensor) -> torch.Tensor:
+    """(B,) the lowest support point's height ``min_j (y_j - SUPPORT_OFFSET_j)``."""
+    return (joints[..., 1] - plausibility.SUPPORT_OFFSET.to(joints)).amin(-1)
 
 
 def coverage_stats(samples: PoseSamples, *, max_pairs: int = 500, bin_deg: float = 10.0) -> dict:

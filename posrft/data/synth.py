@@ -12,13 +12,22 @@ Columns (both tasks):
   "text": INSTRUCTION}]`` (the image part has ``text = None`` once stored in Arrow);
 * ``completion`` -- ``[{"role": "assistant", "content": [{"type": "text", "text": RESPONSE}]}]``,
   RESPONSE holding exactly one ``<POSE>``;
-* ``caption`` -- the posecode caption (:mod:`posrft.data.captioner`);
+* ``caption`` -- the posecode caption (:mod:`posrft.data.captioner`, version 2 by default:
+  distinctive statements, measured against the body and the floor);
 * ``gt_pose`` (72 float32, axis-angle: global orientation + 23 joints, hands identity),
   ``gt_pose_6d`` (132 float32: 22 joints x 6D, ``R[:, :2]`` row-major),
   ``gt_joints`` (24 x 3 float32, metres) = :func:`posrft.data.skeleton.pose_joints` of
   ``gt_pose``: FK of the stand-in body with zero betas and no translation, i.e. the pelvis at
   its rest position (the origin);
-* ``pose_id`` (int64), ``key_pose`` (str: the prior's key-pose label).
+* ``pose_id`` (int64), ``key_pose`` (str: the prior's key-pose label);
+* ``ground`` (float32) -- the floor's height in the frame of ``gt_joints`` (a joint touches it
+  when ``y - SUPPORT_OFFSET`` equals it): the lowest support point, or below it for a pose in
+  flight (:attr:`posrft.data.prior.PoseSamples.ground`); the caption's ``floor`` relations are
+  measured against it.
+
+``prior_version`` / ``captioner_version`` (both 2 by default) select the key-pose library and
+the captioner; 1 and 1 rebuild the datasets of the first pipeline (``ground`` is then the
+lowest support point, which is what that captioner measured against).
 
 image->pose adds ``images`` (one PIL image, TRL's VLM column), ``camera`` (``fx, fy, cx, cy,
 width, height, R (3x3), t (3)``: OpenCV, ``x_cam = R X + t``) and ``keypoints_2d`` (24 x 2
@@ -42,8 +51,8 @@ from datasets import Image as ImageFeature
 from datasets.utils import logging as datasets_logging
 
 from posrft.body.rotations import axis_angle_to_pose6d
-from posrft.data.captioner import caption_from_codes
-from posrft.data.posecodes import extract
+from posrft.data.captioner import caption_poses
+from posrft.data.posecodes import lowest_support
 from posrft.data.prior import sample_poses, single_thread
 from posrft.data.skeleton import pose_joints
 
@@ -91,6 +100,7 @@ _COMMON = {
     "gt_joints": Seq(Seq(Value("float32"), length=3), length=24),
     "pose_id": Value("int64"),
     "key_pose": Value("string"),
+    "ground": Value("float32"),
 }
 TEXT2POSE_FEATURES = Features(_COMMON)
 IMAGE2POSE_FEATURES = Features({
@@ -124,6 +134,18 @@ def split_sizes(
         return int(splits[0]), int(splits[1]), int(splits[2])
     if any(s < 0 for s in splits) or abs(sum(splits) - 1.0) > 1e-6:
         raise ValueError(f"split fractions must be >= 0 and sum to 1, got {list(splits)}")
+    sizes = _fraction_sizes(n, splits)
+    empty = [name for name, f, k in zip(("train", "val", "test"), splits, sizes) if f > 0 and k < 1]
+    if empty:
+        least = next(m for m in range(1, 10**6) if all(k >= 1 or f == 0 for f, k in
+                                                      zip(splits, _fraction_sizes(m, splits))))  # fmt: skip
+        raise ValueError(f"n={n} leaves the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} "
+                         f"empty with split fractions {list(splits)}; use n >= {least} "
+                         "(posrft data synth --n)")  # fmt: skip
+    return sizes
+
+
+def _fraction_sizes(n: int, splits: Sequence[float]) -> tuple[int, int, int]:
     val, test = round(n * splits[1]), round(n * splits[2])
     return n - val - test, val, test
 
@@ -136,17 +158,17 @@ def _assistant(text: str) -> list[dict]:
     return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
 
 
-def _base_rows(n_total: int, seed: int, yaw_deg: float) -> tuple[dict, list]:
+def _base_rows(n_total: int, seed: int, yaw_deg: float, prior_version: int = 2,
+               captioner_version: int = 2) -> tuple[dict, list]:  # fmt: skip
     """Poses, 6D, joints, labels and captions of ``n_total`` prior poses (one thread)."""
     with single_thread():
-        s = sample_poses(n_total, seed=seed, yaw_deg=yaw_deg)
+        s = sample_poses(n_total, seed=seed, yaw_deg=yaw_deg, version=prior_version)
         pose = torch.from_numpy(s.pose)
         joints = pose_joints(pose.double()).float()
         pose6d = axis_angle_to_pose6d(pose[:, :66])
-        codes = extract(joints.numpy())
-    captions = [
-        caption_from_codes(c, np.random.default_rng([seed, i, 0])) for i, c in enumerate(codes)
-    ]
+        ground = s.ground if captioner_version == 2 else lowest_support(joints.numpy())
+        captions = caption_poses(joints.numpy(), seed, ground=ground, version=captioner_version,
+                                 salt=(0,))  # fmt: skip
     rows = {
         "caption": [c.text for c in captions],
         "gt_pose": s.pose.tolist(),
@@ -154,6 +176,7 @@ def _base_rows(n_total: int, seed: int, yaw_deg: float) -> tuple[dict, list]:
         "gt_joints": joints.numpy().tolist(),
         "pose_id": list(range(n_total)),
         "key_pose": list(s.key_pose),
+        "ground": np.asarray(ground, dtype=np.float32).tolist(),
     }
     return rows, joints
 
@@ -162,7 +185,8 @@ def _choice(options: Sequence[str], seed: int, i: int, salt: int) -> str:
     return options[int(np.random.default_rng([seed, i, salt]).integers(len(options)))]
 
 
-def _split(rows: dict, features: Features, sizes: tuple[int, int, int]) -> DatasetDict:
+def split_rows(rows: dict, features: Features, sizes: tuple[int, int, int]) -> DatasetDict:
+    """Consecutive ``train`` / ``val`` / ``test`` ranges of ``rows`` (sizes in that order)."""
     out, start = {}, 0
     for name, size in zip(SPLITS, sizes):
         part = {k: v[start : start + size] for k, v in rows.items()}
@@ -171,42 +195,26 @@ def _split(rows: dict, features: Features, sizes: tuple[int, int, int]) -> Datas
     return DatasetDict(out)
 
 
-def build_text2pose(
-    n_train: int, n_val: int, n_test: int, seed: int = 0, out_dir: str | os.PathLike | None = None
-) -> DatasetDict:
-    """The text->pose dataset (module docstring); saved to ``out_dir`` when given."""
-    _check_sizes(n_train, n_val, n_test)
-    n = n_train + n_val + n_test
-    rows, _ = _base_rows(n, seed, yaw_deg=0.0)
+def add_text_prompts(rows: dict, seed: int) -> dict:
+    """Text->pose ``prompt`` (instruction + caption) and ``completion`` columns, in place."""
+    n = len(rows["caption"])
     rows["prompt"] = [
         _user([{"type": "text", "text": _choice(T2P_INSTRUCTIONS, seed, i, 1) + cap}])
         for i, cap in enumerate(rows["caption"])
     ]
     rows["completion"] = [_assistant(_choice(RESPONSES, seed, i, 2)) for i in range(n)]
-    dd = _split(rows, TEXT2POSE_FEATURES, (n_train, n_val, n_test))
-    if out_dir is not None:
-        save_dataset(dd, out_dir)
-    return dd
+    return rows
 
 
-def build_image2pose(
-    n_train: int,
-    n_val: int,
-    n_test: int,
-    seed: int = 0,
-    out_dir: str | os.PathLike | None = None,
-    *,
-    image_size: int = 56,
-    style: str = "mesh",
-) -> DatasetDict:
-    """The image->pose dataset (module docstring); pictures from :mod:`posrft.data.views`."""
+def add_pictures(rows: dict, joints: torch.Tensor, seed: int, image_size: int = 56,
+                 style: str = "mesh") -> dict:  # fmt: skip
+    """Image->pose ``images``, ``prompt``, ``completion``, ``camera`` and ``keypoints_2d``
+    columns for the poses ``rows["gt_pose"]`` with joints (N, 24, 3), in place."""
     from posrft.data.views import render_people
 
-    _check_sizes(n_train, n_val, n_test)
     if int(image_size) != image_size or image_size < 8:
         raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}")
-    n = n_train + n_val + n_test
-    rows, joints = _base_rows(n, seed, yaw_deg=180.0)
+    n = len(rows["gt_pose"])
     with single_thread():
         images, cam = render_people(np.asarray(rows["gt_pose"], np.float32), joints, seed,
                                     image_size=image_size, style=style)  # fmt: skip
@@ -224,7 +232,42 @@ def build_image2pose(
         for i in range(n)
     ]  # fmt: skip
     rows["keypoints_2d"] = uv.float().numpy().tolist()
-    dd = _split(rows, IMAGE2POSE_FEATURES, (n_train, n_val, n_test))
+    return rows
+
+
+def build_text2pose(
+    n_train: int, n_val: int, n_test: int, seed: int = 0, out_dir: str | os.PathLike | None = None,
+    *, prior_version: int = 2, captioner_version: int = 2,
+) -> DatasetDict:
+    """The text->pose dataset (module docstring); saved to ``out_dir`` when given."""
+    _check_sizes(n_train, n_val, n_test)
+    n = n_train + n_val + n_test
+    rows, _ = _base_rows(n, seed, 0.0, prior_version, captioner_version)
+    add_text_prompts(rows, seed)
+    dd = split_rows(rows, TEXT2POSE_FEATURES, (n_train, n_val, n_test))
+    if out_dir is not None:
+        save_dataset(dd, out_dir)
+    return dd
+
+
+def build_image2pose(
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    seed: int = 0,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    image_size: int = 56,
+    style: str = "mesh",
+    prior_version: int = 2,
+    captioner_version: int = 2,
+) -> DatasetDict:
+    """The image->pose dataset (module docstring); pictures from :mod:`posrft.data.views`."""
+    _check_sizes(n_train, n_val, n_test)
+    n = n_train + n_val + n_test
+    rows, joints = _base_rows(n, seed, 180.0, prior_version, captioner_version)
+    add_pictures(rows, joints, seed, image_size, style)
+    dd = split_rows(rows, IMAGE2POSE_FEATURES, (n_train, n_val, n_test))
     if out_dir is not None:
         save_dataset(dd, out_dir)
     return dd

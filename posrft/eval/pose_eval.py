@@ -84,3 +84,14 @@ def evaluate_pose_policy(
     data = load_split(data_dir, split, ("prompt", "gt_joints"))
     n = len(data) if num_samples is None else min(num_samples, len(data))
     return pose_metrics(predict_poses(policy, data, n, batch_size, max_new_tokens, body_model_dir))
+
+
+def mean_pose_metrics(data_dir: str, split: str = "test", num_samples: int | None = None) -> dict[str, float]:
+    """The reference every pose model must beat: always answering the training split's mean
+    (pelvis-aligned) joints. ``{"mpjpe_mm", "pa_mpjpe_mm"}`` on ``data_dir[split]``."""
+    train = torch.tensor(load_split(data_dir, "train", ("gt_joints",))["gt_joints"], dtype=torch.float64)
+    rows = load_split(data_dir, split, ("gt_joints",))
+    n = len(rows) if num_samples is None else min(num_samples, len(rows))
+    gt = torch.tensor(rows.select(range(n))["gt_joints"], dtype=torch.float64)
+    mean = (train - train[:, :1]).mean(0, keepdim=True).expand_as(gt)
+    return {"mpjpe_mm": float(mpjpe(mean, gt).mean()) * 1000, "pa_mpjpe_mm": float(pa_mpjpe(mean, gt).mean()) * 1000}

@@ -24,13 +24,24 @@ from posrft.policy.model import PosePolicy
 DEFAULT_TARGETS = LM_LINEAR
 
 
-def language_model_linear_names(model: nn.Module, short_names: Sequence[str] | None = None) -> list[str]:
+def language_model_linear_names(model: nn.Module, short_names: Sequence[str] | None = None,
+                                top_layers: int | None = None) -> list[str]:
     """Full names of the ``nn.Linear`` modules inside ``model.get_decoder()`` (LM head excluded),
-    optionally only those whose last name component is in ``short_names``."""
+    optionally only those whose last name component is in ``short_names`` and only in the last
+    ``top_layers`` decoder layers."""
     decoder = model.get_decoder()
     inside = {id(m) for m in decoder.modules()}
+    keep: set[int] | None = None
+    if top_layers is not None:
+        layers = getattr(decoder, "layers", None)
+        if layers is None:
+            raise ValueError(f"{type(decoder).__name__} has no .layers: cannot pick its top layers")
+        if not 1 <= top_layers <= len(layers):
+            raise ValueError(f"lora_layers must be in [1, {len(layers)}], got {top_layers}")
+        keep = {id(m) for layer in list(layers)[-top_layers:] for m in layer.modules()}
     names = [name for name, module in model.named_modules()
              if isinstance(module, nn.Linear) and id(module) in inside
+             and (keep is None or id(module) in keep)
              and (short_names is None or name.rsplit(".", 1)[-1] in short_names)]
     if not names:
         raise ValueError(f"no linear layers named {list(short_names or [])} in the language model")
@@ -65,10 +76,12 @@ def freeze_vision_tower(policy: PosePolicy) -> list[str]:
 def apply_lora(policy: PosePolicy, r: int = 16, alpha: float = 32.0, dropout: float = 0.0,
                target_modules: Sequence[str] | None = None,
                train_projector: bool = True,
-               projector_name: str | None = None) -> PosePolicy:
+               projector_name: str | None = None, top_layers: int | None = None) -> PosePolicy:
     """Wrap ``policy.model`` with PEFT LoRA in place and return the policy.
 
     ``target_modules``: short names of LM linear layers (default: the family's ``lora_targets``).
+    ``top_layers``: put LoRA only in the last N decoder layers: backward then stops below them
+    (with the projector frozen), which is most of the update's cost on a CPU.
     ``train_projector``: make the multimodal projector trainable (ignored for text-only models);
     ``projector_name``: its module name, overriding the family's ``projector_modules``.
     """
@@ -82,7 +95,7 @@ def apply_lora(policy: PosePolicy, r: int = 16, alpha: float = 32.0, dropout: fl
     if target_modules is None:
         target_modules = family.lora_targets
     model = policy.model
-    targets = language_model_linear_names(model, target_modules)
+    targets = language_model_linear_names(model, target_modules, top_layers)
     modules_to_save = None
     if policy.multimodal and train_projector:
         if projector_name is not None:
@@ -101,7 +114,7 @@ def apply_lora(policy: PosePolicy, r: int = 16, alpha: float = 32.0, dropout: fl
     policy.config.base_model_path = policy.config.base_model_path or policy.source
     policy.config.lora = {"r": r, "alpha": alpha, "dropout": dropout,
                           "target_modules": list(target_modules) if target_modules else None,
-                          "train_projector": bool(modules_to_save)}
+                          "train_projector": bool(modules_to_save), "top_layers": top_layers}
     return policy
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from posrft.policy.logprobs import mask_after_eos
+from posrft.policy.logprobs import first_token_index, mask_after_eos
 from posrft.policy.mm_inputs import MultimodalInputs
 from posrft.policy.pose_head import PoseDistribution
 
@@ -30,6 +30,7 @@ class RolloutBatch:
     prompt_ids, prompt_mask       (N, P) left-padded prompt (chat template applied)
     completion_ids, completion_mask (N, T) mask 1 up to and including the first EOS, pad after
     token_logps                   (N, T) float32, log softmax(logits / temperature) of each token
+                                  (None when sampled with ``score=False``)
     mm_inputs                     every other model input of the prompts (pixels, image grids,
                                   token types...), laid out per family (``MultimodalInputs``)
     image_counts                  (N,) images per sample
@@ -46,7 +47,7 @@ class RolloutBatch:
     prompt_mask: Tensor
     completion_ids: Tensor
     completion_mask: Tensor
-    token_logps: Tensor
+    token_logps: Tensor | None
     mm_inputs: MultimodalInputs
     image_counts: Tensor
     pose_valid: Tensor
@@ -104,7 +105,7 @@ def _decode(policy: "PosePolicy", ids: Tensor, mask: Tensor) -> list[str]:
 def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] | None = None, *,
             num_generations: int = 1, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
             max_new_tokens: int = 64, greedy: bool = False, seed: int | None = None,
-            num_pose_samples: int = 1) -> RolloutBatch:
+            num_pose_samples: int = 1, score: bool = True) -> RolloutBatch:
     """Sample ``num_generations`` completions + poses for each prompt in one ``generate`` call,
     and ``num_pose_samples`` poses per completion from its Gaussian (the language model runs once
     per completion, so extra pose samples cost only the head's sampling).
@@ -115,6 +116,11 @@ def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] 
     reproducible without touching the global RNG; ``top_k=0`` and ``top_p=1`` mean no
     truncation. A completion without ``<POSE>`` never raises: it gets ``pose_valid=False`` and
     finite placeholders.
+
+    ``score=False`` skips the scoring forward pass (``token_logps`` is then None): the pose
+    head reads the ``<POSE>`` hidden state that ``generate`` computed anyway (captured at the LM
+    head's input when ``<POSE>`` is fed back). A learner that updates once, on-policy, takes its
+    "old" log-probs from its own first forward pass instead, as TRL does.
     """
     if not prompts:
         raise ValueError("rollout needs at least one prompt")
@@ -142,19 +148,31 @@ def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] 
                               **policy.model_inputs(mm_inputs, None)}
 
     rng_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=rng_devices):
-        if seed is not None:
-            torch.manual_seed(seed)
-        sequences = policy.hf_model.generate(
-            **inputs, max_new_tokens=max_new_tokens, pad_token_id=policy.pad_token_id,
-            eos_token_id=policy.eos_token_ids, suppress_tokens=policy.suppressed_token_ids or None,
-            use_cache=True, **_sampling_kwargs(greedy, temperature, top_p, top_k))
+    captured: list[Tensor] = []  # the LM head's input per generate step (score=False)
+    hook = None if score else policy.hf_model.get_output_embeddings().register_forward_hook(
+        lambda _mod, args, _out: captured.append(args[0][:, -1]))
+    try:
+        with torch.random.fork_rng(devices=rng_devices):
+            if seed is not None:
+                torch.manual_seed(seed)
+            sequences = policy.hf_model.generate(
+                **inputs, max_new_tokens=max_new_tokens, pad_token_id=policy.pad_token_id,
+                eos_token_id=policy.eos_token_ids, suppress_tokens=policy.suppressed_token_ids or None,
+                use_cache=True, **_sampling_kwargs(greedy, temperature, top_p, top_k))
+    finally:
+        if hook is not None:
+            hook.remove()
     completion_ids, completion_mask = mask_after_eos(
         sequences[:, prompt_ids.shape[1]:], torch.tensor(policy.eos_token_ids), policy.pad_token_id)
 
-    out = policy.forward_logprobs(prompt_ids, prompt_mask, completion_ids, completion_mask,
-                                  mm_inputs=mm_inputs, temperature=temperature)
-    dist, valid = out.pose_dist, out.pose_valid
+    if score:
+        out = policy.forward_logprobs(prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                      mm_inputs=mm_inputs, temperature=temperature)
+        token_logps, dist, valid = out.token_logps, out.pose_dist, out.pose_valid
+    else:
+        token_logps = None
+        dist, valid = _pose_from_generate(policy, captured, prompt_ids, prompt_mask, completion_ids,
+                                          completion_mask, mm_inputs, temperature)
     k = num_pose_samples
     if greedy:
         pose = dist.mean[:, None]
@@ -170,7 +188,7 @@ def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] 
     pose_logp = torch.where(valid[:, None], pose_logp, torch.zeros_like(pose_logp))
     return RolloutBatch(
         prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
-        completion_mask=completion_mask, token_logps=out.token_logps,
+        completion_mask=completion_mask, token_logps=token_logps,
         mm_inputs=mm_inputs, image_counts=image_counts,
         pose_valid=valid, pose_mean=dist.mean, pose_std=dist.std,
         pose_log_std=dist.log_std, pose=pose, pose_logp=pose_logp,
@@ -178,3 +196,30 @@ def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] 
         prompt_index=torch.arange(len(prompts), device=device).repeat_interleave(g),
         num_generations=g, temperature=float(temperature), greedy=greedy,
     )
+
+
+def _pose_from_generate(policy: "PosePolicy", captured: list[Tensor], prompt_ids: Tensor,
+                        prompt_mask: Tensor, completion_ids: Tensor, completion_mask: Tensor,
+                        mm_inputs: Any, temperature: float) -> tuple[PoseDistribution, Tensor]:
+    """The pose distribution at each completion's first ``<POSE>`` from the hidden states
+    ``generate`` computed: call 0 of the LM head saw the prompt, call ``j + 1`` the completion's
+    token ``j``. A ``<POSE>`` generated at the very last step was never fed back; those rows
+    (rare) get one scoring forward pass."""
+    valid, index = first_token_index(completion_ids, completion_mask, policy.pose_token_id)
+    n = completion_ids.shape[0]
+    steps = torch.stack(captured[1:], 1) if len(captured) > 1 else None  # (N, steps, H)
+    have = valid & (index + 1 < len(captured))
+    hidden = torch.zeros(n, policy.hidden_size, dtype=captured[0].dtype, device=captured[0].device)
+    if steps is not None and have.any():
+        rows = have.nonzero()[:, 0]
+        hidden[rows] = steps[rows, index[rows]]
+    dist = policy.active_pose_head(hidden)
+    missing = (valid & ~have).nonzero()[:, 0]
+    if len(missing):
+        out = policy.forward_logprobs(prompt_ids[missing], prompt_mask[missing],
+                                      completion_ids[missing], completion_mask[missing],
+                                      mm_inputs=mm_inputs.select(missing), temperature=temperature)
+        mean, log_std = dist.mean.clone(), dist.log_std.clone()
+        mean[missing], log_std[missing] = out.pose_dist.mean, out.pose_dist.log_std
+        dist = PoseDistribution(mean, log_std)
+    return dist, valid

@@ -3,7 +3,8 @@
 - :func:`to_pil`: renderer output tensors to PIL images.
 - :func:`frame_grid`: one clip's frames tiled into one image.
 - :func:`render_clip_to_file` / :func:`render_npy`: a clip (array or ``.npy`` file) to a PNG
-  frame grid or an animated GIF (backs ``posrft render CLIP.npy --format ntu25 --out x.gif``).
+  frame grid or an animated GIF at the clip's speed, with a camera that follows the subject or
+  a fixed one (backs ``posrft render CLIP.npy --format ntu25 --out x.gif``).
 - :func:`render_pose_grid`: static poses, e.g. predicted vs ground truth side by side with
   captions underneath, for training logs and docs.
 
@@ -61,45 +62,141 @@ def frame_grid(
     return grid
 
 
+#: A person's joints in one frame span about 0.3–2.5 m; a clip whose single frame spans more
+#: than this is not in metres (millimetres: 1000x) or is garbage, and renders as an empty frame.
+MAX_FRAME_EXTENT_M = 100.0
+#: GIF players show frames for multiples of 10 ms and clamp very short ones (< 20 ms) to
+#: 100 ms, so the default stride keeps a GIF at or below this rate.
+MAX_GIF_FPS = 25.0
+
+
+def check_metric_clip(x: torch.Tensor, what: str = "joints") -> None:
+    """Refuse a clip ``(P, T, J, 3)`` that cannot be drawn: NaN/inf, or a single frame spanning
+    more than :data:`MAX_FRAME_EXTENT_M` (not metres), naming the frame and the extent."""
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        p, t, j, _ = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"{what} contain NaN/inf at person {p}, frame {t}, joint {j}")
+    present = x.abs().flatten(2).amax(-1) > 0  # (P, T): an all-zero person is absent (NTU)
+    present[0] = True
+    extent = (x.amax(2) - x.amin(2)).amax(-1)  # (P, T) largest side of each frame's box
+    extent = torch.where(present, extent, torch.zeros_like(extent))
+    worst = float(extent.max())
+    if not worst <= MAX_FRAME_EXTENT_M:
+        p, t = (int(i) for i in (extent == extent.max()).nonzero()[0])
+        raise ValueError(
+            f"{what} span {worst:.3g} m in one frame (person {p}, frame {t}); expected metres (a "
+            "person is about 1–2 m): convert the units first, e.g. scale=0.001 (--scale 0.001) "
+            "for millimetres"
+        )
+
+
+def follow_subject(x: torch.Tensor, up: Sequence[float]) -> torch.Tensor:
+    """``(P, T, J, 3)`` with each frame shifted so that the subjects' centroid stays where it is
+    on average, along the ground only (motion along ``up`` — a jump — is kept): a camera that
+    tracks a walking person, so the figure keeps its size and place in the frame.
+
+        x'_t = x_t - Π(c_t - mean_t c_t),    Π = I - u uᵀ,  c_t = mean over present joints
+    """
+    u = torch.as_tensor(up, dtype=x.dtype)
+    u = u / u.norm()
+    present = (x.abs().flatten(2).amax(-1) > 0).to(x.dtype)  # (P, T)
+    present[0] = 1.0
+    w = present[:, :, None]  # (P, T, 1)
+    centroid = (x.mean(2) * w).sum(0) / w.sum(0).clamp_min(1)  # (T, 3)
+    offset = centroid - centroid.mean(0)
+    offset = offset - (offset @ u)[:, None] * u
+    return x - offset[None, :, None, :] * present[:, :, None, None]
+
+
 def render_clip_to_file(
     joints: torch.Tensor | np.ndarray,
     fmt: str | SkeletonFormat,
     out_path: str | Path,
     *,
-    frames: int = 12,
+    frames: int | None = None,
     size: int = 224,
-    fps: float = 6.0,
+    fps: float = 30.0,
+    stride: int | None = None,
+    camera: str = "follow",
+    scale: float = 1.0,
     cols: int | None = None,
     person_mask: Sequence[bool] | None = None,
 ) -> Path:
     """Render one clip to ``out_path``: ``.png``/``.jpg`` a frame grid, ``.gif`` an animation.
 
-    ``joints`` is ``(T, J, 3)`` (one person) or ``(P, T, J, 3)`` (``P <= 2`` people), metres.
+    Args:
+        joints: ``(T, J, 3)`` (one person) or ``(P, T, J, 3)`` (``P <= 2`` people), metres
+            (after multiplying by ``scale``).
+        frames: frames spread evenly over the clip (segment middles). Default: 12 for a grid;
+            for a GIF every ``stride``-th frame, so it plays at the clip's speed.
+        fps: the clip's frame rate; a GIF shows frame ``k`` for ``stride / fps`` seconds (or
+            ``T / (frames · fps)`` when ``frames`` is given).
+        stride: GIF frame step (default: the smallest keeping the GIF at <= 25 fps).
+        camera: ``"follow"`` (a camera that tracks the subject along the ground: the figure stays
+            centred and keeps its size while it walks) or ``"fixed"`` (one camera framing the
+            whole clip: the path travelled is visible, the figure is smaller).
+        scale: multiplies the coordinates first (0.001 for millimetres).
     """
     out = Path(out_path)
     suffix = out.suffix.lower()
     if suffix not in (".png", ".jpg", ".jpeg", ".gif"):
         raise ValueError(f"out_path {str(out)!r}: expected a .png, .jpg or .gif file name")
+    if camera not in ("follow", "fixed"):
+        raise ValueError(f"camera must be 'follow' or 'fixed', got {camera!r}")
+    if not (fps > 0 and math.isfinite(fps)):
+        raise ValueError(f"fps must be > 0, got {fps}")
+    if stride is not None and stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if frames is not None and frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    if not (scale > 0 and math.isfinite(scale)):
+        raise ValueError(f"scale must be > 0, got {scale}")
     x = torch.as_tensor(np.asarray(joints) if not isinstance(joints, torch.Tensor) else joints)
     if x.ndim not in (3, 4):
         raise ValueError(
             f"joints must be (T, J, 3) or (P, T, J, 3) for one clip, got {tuple(x.shape)}"
         )
-    mask = None if person_mask is None else torch.as_tensor(person_mask, dtype=torch.bool)[None]
+    if not x.is_floating_point():
+        x = x.double()
+    clip = (x if x.ndim == 4 else x[None]).double() * scale  # (P, T, J, 3)
+    if clip.shape[1] == 0 or clip.shape[-1] != 3:
+        raise ValueError(f"joints must be (T, J, 3) with T >= 1, got {tuple(x.shape)}")
+    check_metric_clip(clip)
+    T = clip.shape[1]
+    index = None
+    if suffix == ".gif" and frames is None:
+        stride = stride or max(1, math.ceil(fps / MAX_GIF_FPS - 1e-9))
+        index = torch.arange(0, T, stride)[None]
+        frames, duration_ms = index.shape[1], 1000.0 * stride / fps
+    else:
+        frames = frames or 12
+        duration_ms = 1000.0 * T / (frames * fps)
     renderer = DrAction(fmt, image_size=size, num_frames=frames, learnable=False).eval()
+    # The camera frames the subject wherever it is: centring in float64 first keeps far-away
+    # coordinates (a clip in a 1e6 m world frame) from losing their detail in float32.
+    present = (clip.abs().flatten(2).amax(-1) > 0).to(clip.dtype)  # (P, T)
+    present[0] = 1.0
+    w = present[:, :, None, None]
+    centre = (clip * w).sum((0, 1, 2)) / (w.sum() * clip.shape[2])
+    clip = clip - centre * w
+    if camera == "follow":
+        clip = follow_subject(clip, renderer.up)
+    x = clip.float() if x.ndim == 4 else clip[0].float()
+    mask = None if person_mask is None else torch.as_tensor(person_mask, dtype=torch.bool)[None]
     with torch.no_grad():
-        images = renderer(x[None], person_mask=mask)[0]
+        images = renderer(x[None], person_mask=mask, frame_index=index)[0]
     pils = to_pil(images)
     if suffix == ".gif":
         return atomic_save_image(out, pils[0], save_all=True, append_images=pils[1:],
-                                 duration=int(1000 / fps), loop=0)
+                                 duration=max(20, int(round(duration_ms / 10.0)) * 10), loop=0)
     return atomic_save_image(out, frame_grid(pils, cols))
 
 
-def render_npy(
-    npy_path: str | Path, fmt: str, out: str | Path, frames: int = 12, size: int = 224
-) -> Path:
-    """``render_clip_to_file`` for a ``.npy`` clip (loaded without pickle)."""
+def render_npy(npy_path: str | Path, fmt: str, out: str | Path, frames: int | None = None, size: int = 224,
+               **kwargs) -> Path:  # fmt: skip
+    """``render_clip_to_file`` for a ``.npy`` clip (loaded without pickle); ``kwargs``: ``fps``,
+    ``stride``, ``camera``, ``scale``."""
     path = Path(npy_path)
     if not path.is_file():
         raise FileNotFoundError(f"clip file {str(path)!r} does not exist")
@@ -107,7 +204,10 @@ def render_npy(
         joints = np.load(path, allow_pickle=False)
     except ValueError as err:
         raise ValueError(f"{str(path)!r} is not a plain numeric .npy array: {err}") from None
-    return render_clip_to_file(joints, fmt, out, frames=frames, size=size)
+    try:
+        return render_clip_to_file(joints, fmt, out, frames=frames, size=size, **kwargs)
+    except ValueError as err:
+        raise ValueError(f"{str(path)!r}: {err}") from None
 
 
 def _font(size: int):

@@ -61,8 +61,13 @@ def concat_rollouts(batches: Sequence[RolloutBatch], pad_token_id: int) -> Rollo
                                for b in batches])
     for name in _RIGHT:
         value = pad_token_id if name == "completion_ids" else 0
-        out[name] = torch.cat([_pad(getattr(b, name).to(device), t_len, value, False)
-                               for b in batches])
+        parts = [getattr(b, name) for b in batches]
+        if any(x is None for x in parts):  # unscored rollouts carry no token log-probs
+            if not all(x is None for x in parts):
+                raise ValueError(f"some batches have {name} and some do not (score=True/False mixed)")
+            out[name] = None
+            continue
+        out[name] = torch.cat([_pad(x.to(device), t_len, value, False) for x in parts])
     for f in fields(RolloutBatch):
         if f.name not in _SPECIAL:
             out[f.name] = torch.cat([getattr(b, f.name).to(device) for b in batches])

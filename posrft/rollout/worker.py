@@ -50,7 +50,8 @@ from posrft.rollout.buckets import (
 from posrft.rollout.fingerprint import Fingerprint, fingerprint
 
 #: ``sampling`` keys ``generate`` accepts (the keyword arguments of ``PosePolicy.rollout``).
-SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_new_tokens", "greedy", "num_pose_samples")
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_new_tokens", "greedy", "num_pose_samples",
+                 "score")
 
 
 def check_sampling(sampling: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """``python -m posrft.skeleton --config recipes/skeleton/STAGE.yaml [--field value ...]``.
 
 What ``posrft train`` launches (through ``accelerate launch``) for recipes with
-``trainer: skeleton``; parsed TrlParser-style: YAML values become defaults, command-line flags
-override them, unknown keys are an error.
+``trainer: skeleton``; parsed TrlParser-style (:mod:`posrft.train.recipe`): YAML values become
+defaults, command-line flags override them, unknown keys are an error. Runs under
+:func:`posrft.train.guard.run_rank` (orphan watchdog, one-line errors).
 """
 
 from __future__ import annotations
@@ -11,23 +12,30 @@ import logging
 import sys
 from typing import Sequence
 
-from trl import TrlParser
-
 from posrft.skeleton.config import SkeletonConfig
+from posrft.train.recipe import RecipeError, parse_recipe
 
 
 def parse(argv: Sequence[str]) -> SkeletonConfig:
-    (cfg,) = TrlParser([SkeletonConfig]).parse_args_and_config(list(argv))
-    return cfg
+    return parse_recipe(SkeletonConfig, argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    cfg = parse(sys.argv[1:] if argv is None else argv)
+def train(cfg: SkeletonConfig) -> None:
     from posrft.skeleton.train import run_skeleton
 
     run_skeleton(cfg)
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from posrft.train.guard import run_rank
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg = parse(sys.argv[1:] if argv is None else argv)
+    except (RecipeError, ValueError, TypeError) as err:
+        print(f"posrft.skeleton: error: {err}", file=sys.stderr)
+        return 2
+    return run_rank(train, cfg)
 
 
 if __name__ == "__main__":

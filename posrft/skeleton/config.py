@@ -179,6 +179,14 @@ class SkeletonConfig(BaseTrainConfig):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if not self.dataset_path:  # built in memory: every split must get a subject
+            from posrft.data.actions import _split_counts
+
+            try:
+                _split_counts(self.clips_per_class, self.val_fraction, self.test_fraction)
+            except ValueError as err:
+                raise ValueError(f"clips_per_class={self.clips_per_class} (dataset_path is empty, so the "
+                                 f"clips are built in memory): {err}") from None  # fmt: skip
         for name in ("skeleton_format", "cross_format"):
             value = getattr(self, name)
             if value is not None and value not in list_formats():

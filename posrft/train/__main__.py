@@ -1,8 +1,11 @@
 """``python -m posrft.train --config RECIPE.yaml [--field value ...]`` (what accelerate launches).
 
 The recipe's ``trainer`` key (``sft`` or ``hygrpo``; or ``--trainer`` on the command line)
-picks the config class; the rest is parsed TrlParser-style: YAML values become defaults,
-command-line flags override them, and unknown keys are an error.
+picks the config class; the rest is parsed TrlParser-style (:mod:`posrft.train.recipe`): YAML
+values become defaults, command-line flags override them, unknown keys are an error with the
+closest field names. ``posrft train`` checks all of this once before launching
+(:mod:`posrft.preflight`); here every rank parses again and runs under
+:func:`posrft.train.guard.run_rank` (orphan watchdog, one-line errors).
 """
 
 from __future__ import annotations
@@ -11,39 +14,24 @@ import logging
 import sys
 from typing import Sequence
 
-import yaml
-from trl import TrlParser
-
 from posrft.train.config import HyGRPOConfig, SFTConfig
+from posrft.train.recipe import RecipeError, parse_recipe, pick_config
 
 CONFIGS = {"sft": SFTConfig, "hygrpo": HyGRPOConfig}
+#: trainers another entry point runs (floor 7 cannot be imported from here)
+ELSEWHERE = {"skeleton": "python -m posrft.skeleton"}
 
 
 def trainer_kind(argv: Sequence[str]) -> str:
-    argv = list(argv)
-    kind = None
-    if "--trainer" in argv:
-        kind = argv[argv.index("--trainer") + 1]
-    elif "--config" in argv:
-        with open(argv[argv.index("--config") + 1]) as f:
-            recipe = yaml.safe_load(f)
-        if not isinstance(recipe, dict):
-            raise ValueError(f"recipe {argv[argv.index('--config') + 1]} must be a YAML mapping")
-        kind = recipe.get("trainer")
-    if kind not in CONFIGS:
-        raise ValueError(f"trainer must be one of {sorted(CONFIGS)} (recipe key 'trainer'), got {kind!r}")
-    return kind
+    cls = pick_config(CONFIGS, argv, ELSEWHERE)
+    return next(k for k, c in CONFIGS.items() if c is cls)
 
 
 def parse(argv: Sequence[str]) -> SFTConfig | HyGRPOConfig:
-    kind = trainer_kind(argv)
-    (cfg,) = TrlParser([CONFIGS[kind]]).parse_args_and_config(list(argv))
-    return cfg
+    return parse_recipe(pick_config(CONFIGS, argv, ELSEWHERE), argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    cfg = parse(sys.argv[1:] if argv is None else argv)
+def train(cfg: SFTConfig | HyGRPOConfig) -> None:
     if isinstance(cfg, SFTConfig):
         from posrft.train.sft import run_sft
 
@@ -52,7 +40,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from posrft.train.hygrpo import run_hygrpo
 
         run_hygrpo(cfg)
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from posrft.train.guard import run_rank
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg = parse(sys.argv[1:] if argv is None else argv)
+    except (RecipeError, ValueError, TypeError) as err:
+        print(f"posrft.train: error: {err}", file=sys.stderr)
+        return 2
+    return run_rank(train, cfg)
 
 
 if __name__ == "__main__":

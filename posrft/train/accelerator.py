@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+from datetime import timedelta
 from typing import Any, Iterator
 
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedType, ProjectConfiguration
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, ProjectConfiguration
 
 from posrft.train.config import BaseTrainConfig
 
 
 def make_accelerator(cfg: BaseTrainConfig) -> Accelerator:
     """An :class:`Accelerator` for ``cfg`` (trackers, mixed precision, grad accumulation)."""
+    # A collective that waits longer than ddp_timeout fails instead of hanging (posrft.train.guard
+    # then names the phase); gloo and NCCL both honour the process group's timeout.
+    timeout = timedelta(seconds=getattr(cfg, "ddp_timeout", 1800))
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        PartialState(backend="gloo")
+        PartialState(backend="gloo", timeout=timeout)
     report_to = [r for r in cfg.report_to if r not in ("none", "")]
     accelerator = Accelerator(
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         mixed_precision="bf16" if cfg.bf16 else "no",
         log_with=report_to or None,

@@ -30,9 +30,17 @@ def build_policy(cfg: BaseTrainConfig) -> PosePolicy:
     if sigma is not None and not sigma.is_default:
         policy.set_pose_sigma(sigma)  # before LoRA, so the reference head has the same σ
     if cfg.use_peft:
-        apply_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
-    elif cfg.freeze_vision_tower:  # the family registry names the tower
-        freeze_vision_tower(policy)
+        apply_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                   train_projector=cfg.train_projector, top_layers=cfg.lora_layers)
+    else:
+        if cfg.lora_layers is not None:
+            raise ValueError("lora_layers needs use_peft: true")
+        if cfg.freeze_vision_tower:  # the family registry names the tower
+            freeze_vision_tower(policy)
+        if not cfg.train_projector:
+            for name, p in policy.named_parameters():
+                if policy.family.is_projector(name):
+                    p.requires_grad_(False)
     return policy
 
 

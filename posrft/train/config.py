@@ -68,6 +68,10 @@ class BaseTrainConfig:
     lora_r: int = field(default=16, **_help("LoRA rank."))
     lora_alpha: int = field(default=32, **_help("LoRA alpha."))
     lora_dropout: float = field(default=0.0, **_help("LoRA dropout."))
+    lora_layers: Optional[int] = field(default=None, **_help("LoRA only in the last N decoder layers "
+        "(default: all). With the projector frozen, backward stops below them."))  # fmt: skip
+    train_projector: bool = field(default=True, **_help("Train the multimodal projector (with "
+        "use_peft, as a PEFT modules_to_save copy; without, it follows freeze_vision_tower)."))  # fmt: skip
     freeze_vision_tower: bool = field(default=True, **_help("Keep the vision encoder frozen."))
 
     # ---- bookkeeping
@@ -79,6 +83,8 @@ class BaseTrainConfig:
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"], **_help(
         "Accelerate trackers: tensorboard, wandb, ... or none."))  # fmt: skip
     pose_grid_steps: int = field(default=0, **_help("Every N steps write a PNG of sampled vs ground-truth poses (0: off)."))
+    ddp_timeout: int = field(default=1800, **_help("Seconds a collective (all-reduce, scatter, barrier) "
+        "may wait for the other ranks before the run fails naming the phase (TRL/transformers name)."))  # fmt: skip
     merge_lora_on_export: bool = field(default=True, **_help("Merge LoRA into the exported model."))
 
     KIND = ""
@@ -101,8 +107,11 @@ class BaseTrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.warmup_steps > self.max_steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})")
+        if self.lora_layers is not None and self.lora_layers < 1:
+            raise ValueError(f"lora_layers must be >= 1, got {self.lora_layers}")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        _check_ranges(self)
 
 
 @dataclass
@@ -249,6 +258,12 @@ class HyGRPOConfig(BaseTrainConfig):
     def optimizer_steps_per_step(self) -> int:
         return self.steps_per_generation * self.num_iterations
 
+    @property
+    def on_policy_single_step(self) -> bool:
+        """One optimizer step per batch, sampled by the current weights: the sampling policy's
+        log-probs are the learner's own first pass, no separate scoring pass is needed."""
+        return self.optimizer_steps_per_step == 1 and self.max_staleness == 0
+
     def loss_settings(self) -> HyGRPOLossSettings:
         return HyGRPOLossSettings(
             epsilon=self.epsilon, epsilon_high=self.epsilon_high, pose_epsilon=self.pose_epsilon,
@@ -327,8 +342,70 @@ class HyGRPOConfig(BaseTrainConfig):
                 raise ValueError(f"worker_resources must be a mapping of resource name to amount, "
                                  f"got {self.worker_resources!r}")
             worker_bundle(self.worker_num_cpus, self.worker_num_gpus, self.worker_resources)
+        _hygrpo_ranges(self)
         if self.discrete_only and all(_target_of(r) == "pose" for r in self.rewards):
             raise ValueError("discrete_only=True but every reward targets the pose: nothing to learn")
+
+
+def _check_ranges(cfg: "BaseTrainConfig") -> None:
+    """Ranges of the shared optimisation and bookkeeping fields (torch/accelerate would fail
+    later with their own words, or silently misbehave: a negative ``save_total_limit`` deleted
+    every checkpoint as it was written)."""
+    import math
+
+    for name in ("learning_rate", "weight_decay", "max_grad_norm", "adam_beta1", "adam_beta2"):
+        if not math.isfinite(getattr(cfg, name)):
+            raise ValueError(f"{name} must be a finite number, got {getattr(cfg, name)}")
+    for name in ("adam_beta1", "adam_beta2"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if cfg.weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    if cfg.max_grad_norm < 0:
+        raise ValueError(f"max_grad_norm must be >= 0 (0 disables clipping), got {cfg.max_grad_norm}")
+    if cfg.save_total_limit is not None and cfg.save_total_limit < 1:
+        raise ValueError(f"save_total_limit must be >= 1 or null (keep every checkpoint), got "
+                         f"{cfg.save_total_limit}")  # fmt: skip
+    if cfg.lora_r < 1 or cfg.lora_alpha <= 0:
+        raise ValueError(f"lora_r must be >= 1 and lora_alpha > 0, got {cfg.lora_r}, {cfg.lora_alpha}")
+    if cfg.ddp_timeout < 1:
+        raise ValueError(f"ddp_timeout must be >= 1 second, got {cfg.ddp_timeout}")
+    if cfg.resume_from_checkpoint is not None and not cfg.resume_from_checkpoint:
+        raise ValueError("resume_from_checkpoint is empty: give a checkpoint folder, 'latest' or null")
+    trackers = ("all", "aim", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml",
+                "dvclive", "swanlab", "none", "")
+    for tracker in cfg.report_to:
+        if tracker not in trackers:
+            raise ValueError(f"report_to: unknown tracker {tracker!r}{_did_you_mean(tracker, trackers)}; "
+                             f"known: {', '.join(t for t in trackers if t)}")  # fmt: skip
+
+
+def _hygrpo_ranges(cfg: "HyGRPOConfig") -> None:
+    import math
+
+    for name in ("pose_coef", "beta", "worker_num_gpus"):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    if cfg.pose_beta is not None and not (math.isfinite(cfg.pose_beta) and cfg.pose_beta >= 0):
+        raise ValueError(f"pose_beta must be >= 0 or null, got {cfg.pose_beta}")
+    if not (math.isfinite(cfg.worker_num_cpus) and cfg.worker_num_cpus > 0):
+        raise ValueError(f"worker_num_cpus must be > 0, got {cfg.worker_num_cpus}")
+    if not (math.isfinite(cfg.weight_sync_bucket_mb) and cfg.weight_sync_bucket_mb > 0):
+        raise ValueError(f"weight_sync_bucket_mb must be > 0, got {cfg.weight_sync_bucket_mb}")
+    for name in ("pose_sigma_value", "pose_sigma_min", "pose_sigma_max", "pose_kl_scale"):
+        value = getattr(cfg, name)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{name} must be finite or null, got {value}")
+
+
+def _did_you_mean(word: Any, choices: Any) -> str:
+    import difflib
+
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 _NO_TYPE_CHECK = {"rewards"}  # parsed from JSON/YAML in HyGRPOConfig.__post_init__
@@ -369,7 +446,7 @@ def _check_types(cfg: Any) -> None:
         if not _matches(value, tp):
             args = typing.get_args(tp)
             if typing.get_origin(tp) is Literal:
-                expected = "one of " + ", ".join(repr(a) for a in args)
+                expected = "one of " + ", ".join(repr(a) for a in args) + _did_you_mean(value, args)
             else:
                 expected = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
             raise TypeError(f"{f.name}: expected {expected}, got {value!r} ({type(value).__name__})")

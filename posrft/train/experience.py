@@ -50,7 +50,7 @@ class Experience:
     prompt_mask: Tensor
     completion_ids: Tensor
     completion_mask: Tensor
-    old_token_logps: Tensor
+    old_token_logps: Tensor | None  # None: on-policy, the learner's first pass is "old"
     pose: Tensor
     pose_valid: Tensor
     old_pose_mean: Tensor
@@ -169,8 +169,12 @@ class ScoredRollouts:
 
 
 def sampling_params(cfg: HyGRPOConfig) -> dict[str, Any]:
+    """Sampling settings for the pool. The rollout's scoring forward pass (the "old" log-probs)
+    is skipped when the update is one on-policy step: the learner's own first forward pass is
+    then exactly the sampling policy (as TRL does)."""
     return {"temperature": cfg.temperature, "top_p": cfg.top_p,
-            "max_new_tokens": cfg.max_completion_length, "num_pose_samples": cfg.num_pose_samples}
+            "max_new_tokens": cfg.max_completion_length, "num_pose_samples": cfg.num_pose_samples,
+            "score": not cfg.on_policy_single_step}
 
 
 def build_experience(

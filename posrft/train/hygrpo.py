@@ -180,11 +180,14 @@ def _update(learner: Learner, exp: Experience, cfg: HyGRPOConfig) -> dict[str, f
                 with learner.accumulate():
                     out = model(mb.prompt_ids, mb.prompt_mask, mb.completion_ids, mb.completion_mask,
                                 mm_inputs=mb.mm_inputs, temperature=cfg.temperature)  # fmt: skip
+                    on_policy = mb.old_token_logps is None  # the rollout was not scored
+                    old_tokens = out.token_logps.detach() if on_policy else mb.old_token_logps
+                    old_pose = out.pose_dist.detach() if on_policy else mb.old_pose_dist
                     res = hygrpo_loss(
-                        token_logps=out.token_logps, old_token_logps=mb.old_token_logps,
+                        token_logps=out.token_logps, old_token_logps=old_tokens,
                         ref_token_logps=mb.ref_token_logps, completion_mask=mb.completion_mask,
                         text_advantages=mb.text_advantages, pose_dist=out.pose_dist,
-                        old_pose_dist=mb.old_pose_dist, ref_pose_dist=mb.ref_pose_dist,
+                        old_pose_dist=old_pose, ref_pose_dist=mb.ref_pose_dist,
                         pose=mb.pose, pose_valid=mb.pose_valid, pose_advantages=mb.pose_advantages,
                         settings=settings,
                     )  # fmt: skip

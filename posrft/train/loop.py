@@ -31,9 +31,11 @@ import torch
 from accelerate import Accelerator
 
 from posrft.train.accelerator import gathered_parameters, make_scheduler
-from posrft.train.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from posrft.train.checkpoint import (load_checkpoint, remove_partial_checkpoints, resolve_checkpoint,
+                                     save_checkpoint)  # fmt: skip
 from posrft.train.config import BaseTrainConfig
 from posrft.train.logging import TrainLogger
+from posrft.train.phases import phase, set_phase
 
 
 class Learner:
@@ -104,6 +106,7 @@ class Learner:
                 "optimizer_step() called in the middle of gradient accumulation: run exactly "
                 f"gradient_accumulation_steps={self.cfg.gradient_accumulation_steps} micro-batches "
                 "(each inside learner.accumulate()) per optimizer step")
+        set_phase(f"optimizer step {self.optimizer_steps + 1}")
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else math.inf
         norm = self.acc.clip_grad_norm_(self.params, max_norm)
         lr = self.lr
@@ -119,10 +122,13 @@ class Learner:
         optimizer, RNG, schedule and the data ``sampler`` (anything with ``load_state_dict``);
         trims the run's jsonl logs to the checkpoint's step. Returns ``(step, trainer_state)``,
         ``(0, {})`` when starting fresh. Collective."""
+        if self.is_main:
+            remove_partial_checkpoints(self.cfg.output_dir)
         ckpt = resolve_checkpoint(self.cfg.resume_from_checkpoint, self.cfg.output_dir)
         if ckpt is None:
             return 0, {}
-        state = load_checkpoint(self.acc, ckpt)
+        with phase(f"resume from {ckpt.name}"):
+            state = load_checkpoint(self.acc, ckpt)
         sampler.load_state_dict(state["sampler"])
         loop = state.get("loop", {})
         if "scheduler" in loop:
@@ -144,18 +150,21 @@ class Learner:
         state = {"sampler": sampler_state,
                  "loop": {"scheduler": self.scheduler.state_dict(),
                           "optimizer_steps": self.optimizer_steps}}
-        return save_checkpoint(self.acc, self.cfg.output_dir, step, state, self.cfg.save_total_limit)
+        with phase(f"checkpoint save at step {step}"):
+            return save_checkpoint(self.acc, self.cfg.output_dir, step, state, self.cfg.save_total_limit)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         """Progress bar every step; metrics every ``logging_steps`` and at the last step (rank 0)."""
         self.logger.advance(step)
         if step % self.cfg.logging_steps == 0 or step == self.total_steps:
             self.logger.log(step, metrics)
+        set_phase(f"step {step + 1} (after logging step {step})")
 
     def export(self, write: Callable[[torch.nn.Module], Any]) -> Any:
         """``write(unwrapped_model)`` on rank 0 with full parameters (gathered under ZeRO-3);
         returns what it returns there (None elsewhere). Collective."""
         result = None
+        set_phase("export of the final model")
         with gathered_parameters(self.acc, self.unwrapped):
             if self.is_main:
                 result = write(self.unwrapped)

@@ -80,8 +80,9 @@ def concat_reward_batches(parts: Sequence[RewardBatch]) -> RewardBatch:
                                              else float("nan"))
         metrics[f"rewards/{name}/std"] = float(col[present].std()) if present.sum() > 1 else 0.0
         metrics[f"rewards/{name}/masked"] = float((~present).sum())
-        metrics[f"rewards/{name}/errors"] = float(sum(p.metrics.get(f"rewards/{name}/errors", 0.0)
-                                                      for p in parts))
+    for key in parts[0].metrics:  # the runner's counts add up over shards
+        if key.endswith(("/errors", "/timeouts")):
+            metrics[key] = float(sum(p.metrics.get(key, 0.0) for p in parts))
     per_joint = {name: torch.cat([p.per_joint[name] for p in parts]) for name in parts[0].per_joint}
     return RewardBatch(names=list(names), per_func=per_func,
                        text=torch.cat([p.text for p in parts]),
