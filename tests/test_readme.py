@@ -12,7 +12,11 @@ by :func:`shrink`: ``--n`` of ``data synth``, ``--epochs`` of ``retrieval train`
 recipes/accelerate/cpu.yaml --num-processes 1`` (one process; the 2-rank DeepSpeed path is
 tested in test_train_distributed.py and test_orphans.py) plus recipe fields as ``--field value``
 overrides. A command the rules do not know fails the fast test below, so a new block either runs
-or says why not.
+or says why not. One substitution: the skeleton recipes start from the pretrained folder
+(``runs/smol-dino``); here the tiny model stands in for it (:data:`STAND_IN`, the override the
+README gives for it), so the group stays a test of the commands and the stage chain, not of
+SmolLM2's speed (the pretrained reading is tested in test_skeleton_reader.py and
+test_pretrained.py).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ MARKED = re.compile(r"^<!--\s*readme-test:\s*([\w-]+)\s*-->[ \t]*\n```(?:bash|sh
                     re.S | re.M)  # fmt: skip
 #: commands a group needs first, which the README says come from another section
 SETUP = {"skeleton": [["posrft", "model", "init-tiny", "runs/tiny"]]}
+#: recipe start folder -> the overrides that put the tiny model in its place (README, SkeletonLLM)
+STAND_IN = {"runs/smol-dino": ["--model_name_or_path", "runs/tiny", "--vision_size", "56"]}
 
 
 def readme_groups(text: str) -> dict[str, list[list[str]]]:
@@ -78,6 +84,7 @@ def shrink(argv: list[str], cwd: Path) -> list[str]:
         if recipe.get("trainer") == "skeleton":
             extra += ["--clips_per_class", "6", "--clip_frames", "16", "--num_render_frames", "2",
                       "--eval_at_end", "false"]  # fmt: skip
+        extra += STAND_IN.get(recipe.get("model_name_or_path"), [])
         return argv + extra
     raise ValueError(f"no shrink rule for {shlex.join(argv)}: add one to tests/test_readme.py")
 
@@ -91,6 +98,8 @@ EXPECTED = {  # what each group must leave behind (a check that the commands did
 
 def test_marked_blocks_parse_and_every_command_has_a_shrink_rule(tmp_path):
     assert set(GROUPS) == set(EXPECTED) and sum(map(len, GROUPS.values())) >= 10, GROUPS
+    readme = (ROOT / "README.md").read_text()
+    assert all(shlex.join(v) in readme for v in STAND_IN.values()), "a stand-in not in the README"
     (tmp_path / "recipes").symlink_to(ROOT / "recipes")
     for commands in GROUPS.values():
         for argv in commands:

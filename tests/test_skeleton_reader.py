@@ -157,6 +157,9 @@ def test_greedy_captions_equal_generate(tiny_model_dir):
                             8, tok.eos_token_id, (image_id,))
     ref = ref[:, ids.shape[1]:]
     assert got.shape[1] <= 8 and ref.shape[1] <= 8
+
+    def cut(r: list[int]) -> list[int]:  # up to and including the first EOS
+        return r[: r.index(tok.eos_token_id) + 1] if tok.eos_token_id in r else r
+
     for a, b in zip(got.tolist(), ref.tolist()):
-        cut = (lambda r: r[: r.index(tok.eos_token_id) + 1] if tok.eos_token_id in r else r)
         assert cut(a) == cut(b)
