@@ -9,8 +9,8 @@ quickstart-sized (512/64/64) text->pose and image->pose builds, caption diversit
 and the **coverage figure** before (first library) and after (second library): the
 nearest-neighbour MPJPE of a held-out pose set to 20,000 prior poses (pelvis-aligned, heading
 removed, same skeleton; :mod:`posrft.data.coverage`). The held-out set is not drawn from the
-prior's sampler: frames of the 27 procedural action clips of :mod:`posrft.data.actions`
-(6 performers of the stand-in's size, 24 frames per clip, 3,888 poses), reported over all
+prior's sampler: frames of the 37 procedural action classes' clips of :mod:`posrft.data.actions`
+(6 performers of the stand-in's size, 24 frames per clip, 5,328 poses), reported over all
 frames and over the *moving* frames (> 100 mm from the standing start pose). The last line is
 one JSON object with every figure.
 """

@@ -308,11 +308,12 @@ def test_airborne_poses_float_above_their_floor():
 
 
 def test_coverage_nearest_neighbour_is_exact():
+    from posrft.data.action_classes import action_names
     from posrft.data.coverage import canonical, coverage, heldout_action_poses, nearest_mpjpe
 
     ref = canonical(sample_poses(300, seed=12).joints)
     held, labels = heldout_action_poses(subjects=1, frames=4)
-    assert held.shape == (27 * 4, 24, 3) and len(labels) == len(held)
+    assert held.shape == (len(action_names()) * 4, 24, 3) and len(labels) == len(held)
     q = canonical(held)
     d, idx = nearest_mpjpe(q, ref)
     brute = np.linalg.norm(q[:, None] - ref[None], axis=-1).mean(-1) * 1000  # (Q, N) mm

@@ -4,7 +4,7 @@ A clip of class ``label`` for a :class:`Subject` is made the way a motion-captur
 
 1. per frame, anatomical joint coordinates (:mod:`posrft.data.limits`) = the standing base pose
    + a per-clip posture jitter (``N(0, 3 deg)`` per body joint, seeded) + the class's scripted
-   offsets (:data:`posrft.data.action_classes.MOTIONS`, run at the subject's speed, phase and
+   offsets (:data:`posrft.data.action_motions.MOTIONS`, run at the subject's speed, phase and
    amplitude), clamped to the joint limits and turned into rotation matrices;
 2. the root is turned about the vertical by ``heading`` (+ the script's yaw);
 3. forward kinematics (:func:`posrft.body.fk.fk_joints`) on the offline stand-in body's rest
@@ -41,11 +41,8 @@ from posrft.body.formats import SMPL24_JOINTS, SMPL24_PARENTS, SkeletonFormat, g
 from posrft.data.action_classes import (
     ACTION_CLASSES,
     ACTION_INDEX,
-    BASE_COORDS,
     DESCRIPTIONS,
-    MOTIONS,
     ActionClass,
-    Timing,
     action_names,
     check_class_list,
     class_words,
@@ -54,6 +51,7 @@ from posrft.data.action_classes import (
     uncovered_words,
     zero_shot_split,
 )
+from posrft.data.action_motions import BASE_COORDS, MOTIONS, Timing
 from posrft.data.limits import clamp_coords, rotmat_from_coords
 from posrft.data.loaders.ntu import iter_ntu, load_ntu_skeleton
 from posrft.data.prior import single_thread

@@ -1,7 +1,7 @@
 """How well a pose prior covers motion it was not drawn from: nearest-neighbour MPJPE.
 
 Held-out set (:func:`heldout_action_poses`): frames of the procedural action clips of
-:mod:`posrft.data.actions` -- 27 scripted classes (jump, squat, sit down / stand up, bow,
+:mod:`posrft.data.actions` -- 37 scripted classes (jump, squat, sit down / stand up, bow,
 lunge, kick, punch, hop, touch toes, ...), each performed by ``subjects`` performers with the
 stand-in's bone lengths (scale 1, no joint noise, so the skeleton is the prior's) and random
 tempo, amplitude, phase and heading, ``frames`` frames per clip evenly spaced in time. The
@@ -15,7 +15,7 @@ nearest-neighbour MPJPE (median, mean, 90th percentile), the prior's own nearest
 MPJPE (each of ``M`` prior poses against the other prior poses), the fraction of held-out poses
 farther than the prior's own 90th percentile, the median per action class, and which prior
 family is nearest. Every clip starts and ends in (or passes through) the standing base pose of
-:data:`posrft.data.action_classes.BASE_COORDS`, which any prior covers; the figures are also
+:data:`posrft.data.action_motions.BASE_COORDS`, which any prior covers; the figures are also
 given for the *moving* frames alone, those more than ``MOVING_MM`` from that pose.
 """
 
@@ -27,7 +27,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from posrft.data.action_classes import BASE_COORDS
+from posrft.data.action_motions import BASE_COORDS
 from posrft.data.actions import _clip_seed, action_names, make_clips, subject_for
 from posrft.data.limits import pose_from_coords
 from posrft.data.posecodes import body_frame
