@@ -237,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/hygrpo_study"))
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline (minutes)")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--sft-losses", nargs="*", default=list(SFT_LOSSES[1:]), choices=SFT_LOSSES[1:],
+                    help="SFT pose losses compared with l2_nll (two processes can split the work)")
     args = ap.parse_args(argv)
     import torch
 
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in [v for v in args.variants if v != "base"]:
         results["rl"][name] = [rl_stage(work, data, start, name, seed, s) for seed in s["seeds"]]
         headline = report(results, s, args.out, time.perf_counter() - t0)
-    for loss in SFT_LOSSES[1:]:
+    for loss in args.sft_losses:
         results["sft"][loss] = sft_stage(work, data, base, loss, s)
         headline = report(results, s, args.out, time.perf_counter() - t0)
     print(json.dumps(headline))

@@ -1,8 +1,9 @@
 """Benchmark DrAction's fast (windowed) rasteriser against the dense reference on CPU.
 
 Setting: batch 1, NTU-25 (10 samples per bone: 25 + 24 * 10 = 265 Gaussians), 12 frames of
-224 x 224, a synthetic walking clip with small seeded jitter, the full renderer (skinning,
-projection, appearance MLP + neural feature modulator, compositing).
+224 x 224, a 64-frame "walk in place" action clip (:func:`posrft.data.actions.make_clip`,
+default performer) with small seeded jitter, the full renderer (skinning, projection,
+appearance MLP + neural feature modulator, compositing).
 
 Measured (median over ``--reps`` after a warm-up):
 - ``fast_fps`` / ``dense_fps``: rendered frames per second of the forward pass under
@@ -25,9 +26,8 @@ import time
 
 import torch
 
-from posrft.body.formats import NTU25
+from posrft.data.actions import Subject, make_clip
 from posrft.render import DrAction
-from posrft.render.demo import demo_smpl_clip
 
 
 def _median_time(fn, reps: int) -> float:
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
 
     gen = torch.Generator().manual_seed(0)
-    clip = NTU25.from_smpl(demo_smpl_clip("walk", frames=64))
+    clip = make_clip("walk in place", fmt="ntu25", num_frames=64, subject=Subject())
+    clip = torch.from_numpy(clip)
     clip = clip + 0.005 * torch.randn(clip.shape, generator=gen)
     joints = clip[None].clone().requires_grad_(True)  # (1, 64, 25, 3)
 

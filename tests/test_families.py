@@ -301,13 +301,14 @@ def test_hygrpo_lora_step_reference_and_round_trip(family_dirs, name, nudge_logi
 def test_draction_frames_are_one_multi_image_prompt(family_dirs, name):
     """SkeletonLLM's input: T' rendered frames of one clip as the images of one prompt; every
     frame reaches the model (changing the first or the last changes the log-probs)."""
+    from posrft.data.actions import make_clip
     from posrft.render import DrAction, to_pil
-    from posrft.render.demo import demo_smpl_clip
 
     frames_t = 4
     renderer = DrAction("smpl24", image_size=48, num_frames=frames_t, samples_per_bone=2).eval()
     with torch.no_grad():
-        frames = to_pil(renderer(demo_smpl_clip("wave", frames=12)[None])[0])
+        clip = torch.from_numpy(make_clip("wave right hand", num_frames=12, seed=0))
+        frames = to_pil(renderer(clip[None])[0])
     policy = PosePolicy.from_pretrained(family_dirs(name))
     question = "Which action is shown in these frames?"
     batch = policy.rollout([question], [frames], num_generations=2, max_new_tokens=4, seed=0)

@@ -9,8 +9,8 @@ import torch
 from torch.func import functional_call
 
 from posrft.body.formats import NTU25, SMPL24, custom_format, get_format, list_formats
+from posrft.data.actions import Subject, make_clip
 from posrft.render import Camera, DrAction
-from posrft.render.demo import demo_smpl_clip
 from posrft.render.sampling import segment_indices
 
 CHAIN5 = [(0, 1), (1, 2), (2, 3), (3, 4)]
@@ -24,8 +24,13 @@ def chain_clip(T=6, seed=0):
     return base + drift + 0.01 * torch.randn(T, 5, 3, generator=g)
 
 
+def smpl_clip(label: str, T: int) -> torch.Tensor:
+    """A (T, 24, 3) SMPL-24 action clip of ``label`` by the default performer (faces +z)."""
+    return torch.from_numpy(make_clip(label, num_frames=T, subject=Subject()))
+
+
 def clip_for(fmt_name: str, T=8) -> torch.Tensor:
-    return get_format(fmt_name).from_smpl(demo_smpl_clip("wave", frames=T))
+    return get_format(fmt_name).from_smpl(smpl_clip("wave right hand", T))
 
 
 @pytest.mark.parametrize("fmt", list_formats() + ["chain5"])
@@ -45,7 +50,7 @@ def test_every_format_renders(fmt):
 def test_layout_counts_and_length_mode():
     r = DrAction("ntu25", samples_per_bone=10)
     assert r.num_primitives == 25 + 24 * 10
-    ref = clip_for("ntu25", T=1)[0]
+    ref = clip_for("ntu25", T=2)[0]
     r2 = DrAction("ntu25", samples_per_bone="length", density=40.0, reference_joints=ref)
     lengths = torch.stack([(ref[b] - ref[a]).norm() for a, b in NTU25.bones])
     assert r2.num_primitives == 25 + int(sum(max(1, round(40.0 * float(L))) for L in lengths))
@@ -123,7 +128,7 @@ def test_auto_framing_keeps_every_joint_in_view():
 def test_front_view_puts_left_side_on_image_right(yaw):
     c, s = math.cos(yaw), math.sin(yaw)
     rot = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-    joints = (demo_smpl_clip("walk", frames=4) @ rot.T)[None]
+    joints = (smpl_clip("walk in place", 4) @ rot.T)[None]
     res = DrAction("smpl24", image_size=64, num_frames=2).eval().render(joints)
     uv, _ = res.camera.project(joints.reshape(1, -1, 3))
     uv = uv.reshape(4, 24, 2)

@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from posrft.render.demo import demo_smpl_clip
+from posrft.data.actions import Subject, make_clip
 from posrft.render.pictures import follow_subject, render_clip_to_file
 
 
-def _walk(metres=3.7, frames=60):
-    """The demo walk, stretched to cover ``metres`` along its facing direction (+z)."""
-    clip = demo_smpl_clip("walk", frames=frames, cycles=3.0).double()
+def _walk(metres=4.3, frames=60):
+    """Walking in place, carried ``metres`` along its facing direction (+z) over the clip."""
+    clip = torch.from_numpy(make_clip("walk in place", num_frames=frames, subject=Subject())).double()
     clip[..., 2] += torch.linspace(0, metres, frames)[:, None]
     return clip.float()
 
@@ -35,7 +35,7 @@ def test_a_following_camera_keeps_a_walking_figure_the_same_size(tmp_path):
     clip = _walk()
     follow = _boxes(render_clip_to_file(clip, "smpl24", tmp_path / "f.gif", size=64, frames=8))
     fixed = _boxes(render_clip_to_file(clip, "smpl24", tmp_path / "x.gif", size=64, frames=8, camera="fixed"))
-    # fixed: the figure walks 3.7 m towards the camera and grows; follow: its size holds
+    # fixed: the figure walks 4.3 m towards the camera and grows; follow: its size holds
     assert fixed[:, 0].max() / fixed[:, 0].min() > 1.4
     assert follow[:, 0].max() / follow[:, 0].min() < 1.15
     assert follow[:, 0].mean() > 1.5 * fixed[:, 0].mean()  # and it fills more of the frame

@@ -7,10 +7,28 @@ import pytest
 import torch
 from PIL import Image
 
-from posrft.body.formats import NTU25, SMPL24
+from posrft.data.actions import Subject, make_clip
+from posrft.data.prior import sample_poses
+from posrft.data.skeleton import pose_joints
 from posrft.render import Camera, auto_frame
-from posrft.render.demo import MOTIONS, demo_smpl_clip, demo_smpl_poses, forward_kinematics
-from posrft.render.pictures import frame_grid, render_clip_to_file, render_npy, render_pose_grid, to_pil
+from posrft.render.pictures import (
+    frame_grid,
+    render_clip_to_file,
+    render_npy,
+    render_pose_grid,
+    to_pil,
+)
+
+
+def prior_poses(n: int, seed: int, jitter: float = 0.0) -> torch.Tensor:
+    """``(n, 24, 3)`` joints (FK of the stand-in body) of pose-prior samples facing +z;
+    ``jitter > 0`` adds that much Gaussian noise (radians) to every axis-angle component
+    before FK, a stand-in for a prediction of the ``jitter = 0`` poses."""
+    pose = torch.from_numpy(sample_poses(n, seed=seed, yaw_deg=0.0).pose).double()
+    if jitter > 0:
+        gen = torch.Generator().manual_seed(seed + 1)
+        pose = pose + jitter * torch.randn(pose.shape, generator=gen, dtype=pose.dtype)
+    return pose_joints(pose).float()
 
 
 def test_to_pil_shapes_and_values():
@@ -33,7 +51,7 @@ def test_frame_grid_layout():
 
 
 def test_render_clip_to_png_gif_and_npy(tmp_path):
-    clip = NTU25.from_smpl(demo_smpl_clip("jacks", frames=20)).numpy()
+    clip = make_clip("raise both arms", fmt="ntu25", num_frames=20, subject=Subject())
     png = render_clip_to_file(clip, "ntu25", tmp_path / "c.png", frames=6, size=48)
     img = Image.open(png)
     assert img.size == (3 * 48 + 4 * 2, 2 * 48 + 3 * 2)
@@ -54,8 +72,8 @@ def test_render_clip_to_png_gif_and_npy(tmp_path):
 
 
 def test_render_pose_grid_side_by_side_with_captions():
-    gt = demo_smpl_poses(3, seed=0)
-    pred = demo_smpl_poses(3, seed=0, jitter=0.1)
+    gt = prior_poses(3, seed=0)
+    pred = prior_poses(3, seed=0, jitter=0.1)
     grid = render_pose_grid({"pred": pred, "gt": gt}, captions=["a", "b b b " * 20, "c"], size=40, cols=3)
     w, h = grid.size
     assert w == 3 * (2 * 40 + 2) + 4 * 8
@@ -72,7 +90,7 @@ def test_render_pose_grid_side_by_side_with_captions():
 
 
 def test_pose_grid_shares_one_camera_per_sample():
-    gt = demo_smpl_poses(1, seed=1)
+    gt = prior_poses(1, seed=1)
     shifted = gt + torch.tensor([0.5, 0.0, 0.0])  # same pose moved right: must look moved
     grid = np.asarray(render_pose_grid({"a": gt, "b": shifted}, size=64)).astype(float)
     top = 8 + (12 + 3) + 2  # gap + label row (font 12 + 3 px leading) + 2 px, as laid out
@@ -102,12 +120,3 @@ def test_auto_frame_ignores_nan_rows_and_rejects_empty():
     with pytest.raises(ValueError, match="no finite point"):
         auto_frame(torch.full((1, 3, 3), float("nan")), width=8, height=8)
 
-
-def test_demo_clips_have_constant_bone_lengths():
-    for motion in MOTIONS:
-        clip = demo_smpl_clip(motion, frames=10)
-        assert clip.shape == (10, 24, 3)
-        rest = forward_kinematics(torch.zeros(1, 24, 3))[0]
-        for a, b in SMPL24.bones:
-            ref = (rest[b] - rest[a]).norm()
-            torch.testing.assert_close((clip[:, b] - clip[:, a]).norm(dim=-1), ref.float().expand(10), atol=1e-5, rtol=0)
