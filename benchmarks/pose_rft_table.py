@@ -244,14 +244,15 @@ class Task:
         self.prepare()
         rows: dict[str, Any] = {}
         steps = self.s["sft"]["max_steps"]
-        rows["(a) sft_deterministic"] = self.sft("sft_deterministic", self.model0, steps, pose_loss="l2")
+        # the headline pair first, seed by seed, so a partial run already compares (b) with (c)
         b = self.work / "sft_gaussian" / "final"
         rows["(b) sft_gaussian"] = self.sft("sft_gaussian", self.model0, steps, pose_loss="l2_nll")
         variants = rl_rows(self.task, self.reward_model)
         order = ["+hygrpo", "+grpo_text_only"] + [v for v in variants if v.startswith("+hygrpo[")]
-        for name in order[:2]:
-            over, seeds = variants[name]
-            rows[name] = [self.rl(name, b, over, seed) for seed in seeds]
+        rows["+hygrpo"] = [self.rl("+hygrpo", b, variants["+hygrpo"][0], seed) for seed in variants["+hygrpo"][1]]
+        rows["(a) sft_deterministic"] = self.sft("sft_deterministic", self.model0, steps, pose_loss="l2")
+        over, seeds = variants["+grpo_text_only"]
+        rows["+grpo_text_only"] = [self.rl("+grpo_text_only", b, over, seed) for seed in seeds]
         rl_s = statistics.mean(r["train_s"] for r in rows["+hygrpo"])
         more = max(1, round(rl_s / rows["(b) sft_gaussian"]["step_s"]))  # as long as an RL run
         rows["+more_sft"] = [self.sft(f"more_sft_s{seed}", b, more, seed=seed, pose_loss="l2_nll") for seed in SEEDS]
