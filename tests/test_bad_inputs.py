@@ -152,7 +152,7 @@ RECIPE_CASES = {
     "no rewards": (dict(rewards=[]), r"rewards must be a non-empty list"),
     "sigma clamp reversed": (dict(pose_sigma_min=0.2, pose_sigma_max=0.1), r"pose_sigma_min \(0.2\) must be <"),
     "fixed sigma without value": (dict(pose_sigma="fixed"), r"pose_sigma='fixed' needs pose_sigma_value"),
-    "sibling groups of one": (dict(pose_advantage_group="siblings"), r"needs num_pose_samples >= 2"),
+    "sibling groups of one": (dict(pose_advantage_group="siblings", num_pose_samples=1), r"needs num_pose_samples >= 2"),
 }  # fmt: skip
 
 

@@ -210,3 +210,21 @@ def test_pose_advantages_group_over_siblings_or_prompt():
         expected = group_normalized_advantages(pose, size).advantages
         assert adv.shape == (4, 3, 1)
         torch.testing.assert_close(adv.flatten(), expected)
+
+
+def test_defaults_follow_the_study_and_the_rewards():
+    """K 16 unless the pose term is off; per-joint credit exactly when a joint reward gives
+    per-joint terms and the ratio is per dimension."""
+    from posrft.train.config import HyGRPOConfig
+
+    per_joint = [{"func": "joint", "target": "pose", "kwargs": {"kind": "neg_mean", "per_joint": True}}]
+    scalar = [{"func": "joint", "target": "pose", "kwargs": {"kind": "exp"}}]
+    c = HyGRPOConfig(output_dir="unused", rewards=per_joint)
+    assert (c.num_pose_samples, c.per_joint_credit) == (16, True)
+    assert HyGRPOConfig(output_dir="unused", rewards=scalar).per_joint_credit is False
+    assert HyGRPOConfig(output_dir="unused", rewards=per_joint, pose_ratio="joint").per_joint_credit is False
+    off = HyGRPOConfig(output_dir="unused", rewards=[*per_joint, {"func": "format", "target": "text"}],
+                       discrete_only=True)
+    assert (off.num_pose_samples, off.per_joint_credit) == (1, False)
+    with pytest.raises(ValueError, match="per_joint_credit needs pose_ratio='per_dim'"):
+        HyGRPOConfig(output_dir="unused", rewards=per_joint, pose_ratio="joint", per_joint_credit=True)

@@ -180,7 +180,7 @@ def test_rewards_on_the_worker_equal_rewards_on_the_learner(tiny_model_dir, rows
     # the learner builds the same experience from the workers' rewards
     from posrft.train.experience import build_experience
 
-    cfg = HyGRPOConfig(num_generations=g, per_device_train_batch_size=12, rewards=specs)
+    cfg = HyGRPOConfig(num_generations=g, per_device_train_batch_size=12, rewards=specs, num_pose_samples=1)
     versions = torch.zeros(len(batch), dtype=torch.long)
     a = build_experience(cfg, rows, batch, versions, out.scores, reward_s=0.5)
     b = build_experience(cfg, rows, batch, versions, RewardRunner(specs))

@@ -38,7 +38,7 @@ def test_yaml_recipe_with_overrides_and_trainer_dispatch(tmp_path):
         ("trainer: hygrpo\npose_ratio: sum\n", TypeError, r"pose_ratio: expected one of 'per_dim', 'joint'"),
         ("trainer: hygrpo\npose_sigma_min: 0.2\npose_sigma_max: 0.1\n", ValueError, r"pose_sigma_min \(0.2\) must be <"),
         ("trainer: hygrpo\npose_sigma: fixed\n", ValueError, r"pose_sigma='fixed' needs pose_sigma_value"),
-        ("trainer: hygrpo\npose_advantage_group: siblings\n", ValueError, r"needs num_pose_samples >= 2"),
+        ("trainer: hygrpo\npose_advantage_group: siblings\nnum_pose_samples: 1\n", ValueError, r"needs num_pose_samples >= 2"),
         ("trainer: hygrpo\nper_joint_credit: true\npose_ratio: joint\n", ValueError, r"per_joint_credit needs pose_ratio"),
         ("trainer: hygrpo\npose_kl: l1\n", TypeError, r"pose_kl: expected one of 'gaussian', 'mean_l2'"),
         ("trainer: hygrpo\nrewards: []\n", ValueError, r"rewards must be a non-empty list"),
@@ -156,7 +156,7 @@ def test_discrete_only_scores_the_head_mean(tiny_policy, nudge_logits, discrete_
         return [0.0 if p is None else float(p.sum()) for p in poses]
 
     nudge_logits(tiny_policy, {"<POSE>": 30.0})
-    cfg = HyGRPOConfig(num_generations=4, per_device_train_batch_size=8, discrete_only=discrete_only,
+    cfg = HyGRPOConfig(num_generations=4, per_device_train_batch_size=8, discrete_only=discrete_only, num_pose_samples=1,
                        rewards=[{"func": record, "target": "text" if discrete_only else "pose"}])  # fmt: skip
     batch = tiny_policy.rollout(["a", "b"], num_generations=4, max_new_tokens=3, seed=0)
     rows = [{"prompt": "a"}, {"prompt": "b"}]
