@@ -151,7 +151,7 @@ RECIPE_CASES = {
     "max_steps 0": (dict(max_steps=0), r"max_steps must be >= 1"),
     "no rewards": (dict(rewards=[]), r"rewards must be a non-empty list"),
     "sigma clamp reversed": (dict(pose_sigma_min=0.2, pose_sigma_max=0.1), r"pose_sigma_min \(0.2\) must be <"),
-    "fixed sigma without value": (dict(pose_sigma="fixed"), r"pose_sigma='fixed' needs pose_sigma_value"),
+    "fixed sigma of zero": (dict(pose_sigma="fixed", pose_sigma_value=0.0), r"pose_sigma='fixed' needs pose_sigma_value > 0"),
     "sibling groups of one": (dict(pose_advantage_group="siblings", num_pose_samples=1), r"needs num_pose_samples >= 2"),
 }  # fmt: skip
 

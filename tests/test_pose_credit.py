@@ -214,13 +214,15 @@ def test_pose_advantages_group_over_siblings_or_prompt():
 
 def test_defaults_follow_the_study_and_the_rewards():
     """K 16 unless the pose term is off; per-joint credit exactly when a joint reward gives
-    per-joint terms and the ratio is per dimension."""
+    per-joint terms and the ratio is per dimension; σ fixed at 0.05; the σ-free pose KL."""
     from posrft.train.config import HyGRPOConfig
 
     per_joint = [{"func": "joint", "target": "pose", "kwargs": {"kind": "neg_mean", "per_joint": True}}]
     scalar = [{"func": "joint", "target": "pose", "kwargs": {"kind": "exp"}}]
     c = HyGRPOConfig(output_dir="unused", rewards=per_joint)
     assert (c.num_pose_samples, c.per_joint_credit) == (16, True)
+    assert (c.pose_sigma, c.pose_sigma_value, c.pose_kl) == ("fixed", 0.05, "mean_l2")
+    assert HyGRPOConfig(output_dir="unused", pose_sigma="learned").pose_sigma_value is None
     assert HyGRPOConfig(output_dir="unused", rewards=scalar).per_joint_credit is False
     assert HyGRPOConfig(output_dir="unused", rewards=per_joint, pose_ratio="joint").per_joint_credit is False
     off = HyGRPOConfig(output_dir="unused", rewards=[*per_joint, {"func": "format", "target": "text"}],

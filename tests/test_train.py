@@ -37,7 +37,7 @@ def test_yaml_recipe_with_overrides_and_trainer_dispatch(tmp_path):
         ("trainer: hygrpo\nnum_generations: 1\n", ValueError, r"num_generations must be >= 2"),
         ("trainer: hygrpo\npose_ratio: sum\n", TypeError, r"pose_ratio: expected one of 'per_dim', 'joint'"),
         ("trainer: hygrpo\npose_sigma_min: 0.2\npose_sigma_max: 0.1\n", ValueError, r"pose_sigma_min \(0.2\) must be <"),
-        ("trainer: hygrpo\npose_sigma: fixed\n", ValueError, r"pose_sigma='fixed' needs pose_sigma_value"),
+        ("trainer: hygrpo\npose_sigma: fixed\npose_sigma_value: 0.0\n", ValueError, r"pose_sigma='fixed' needs pose_sigma_value > 0"),
         ("trainer: hygrpo\npose_advantage_group: siblings\nnum_pose_samples: 1\n", ValueError, r"needs num_pose_samples >= 2"),
         ("trainer: hygrpo\nper_joint_credit: true\npose_ratio: joint\n", ValueError, r"per_joint_credit needs pose_ratio"),
         ("trainer: hygrpo\npose_kl: l1\n", TypeError, r"pose_kl: expected one of 'gaussian', 'mean_l2'"),

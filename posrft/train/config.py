@@ -25,8 +25,9 @@ DEFAULT_REWARDS: list[dict[str, Any]] = [
 ]
 
 
-#: K when num_pose_samples is not given (see its help).
+#: K when num_pose_samples is not given, and the exploration σ of pose_sigma fixed (see their help).
 DEFAULT_POSE_SAMPLES = 16
+DEFAULT_POSE_SIGMA = 0.05
 
 
 def _asks_per_joint_terms(rewards: list[Any]) -> bool:
@@ -189,9 +190,10 @@ class HyGRPOConfig(BaseTrainConfig):
         "Ratio per pose dimension (clipped like tokens) or one joint ratio."))  # fmt: skip
     pose_beta: Optional[float] = field(default=None, **_help("KL coefficient on the pose (closed form; default beta)."))
     pose_coef: float = field(default=1.0, **_help("Weight of the pose term."))
-    pose_kl: Literal["gaussian", "mean_l2"] = field(default="gaussian", **_help(
-        "Pose KL form: closed-form Gaussian KL (its mean term grows as 1/σ_ref²), or "
-        "(μ-μ_ref)²/(2·pose_kl_scale²), which does not depend on σ."))  # fmt: skip
+    pose_kl: Literal["gaussian", "mean_l2"] = field(default="mean_l2", **_help(
+        "Pose KL form: (μ-μ_ref)²/(2·pose_kl_scale²), which does not depend on σ (default), or "
+        "the closed-form Gaussian KL, whose mean term grows as 1/σ_ref² and so pins μ to the "
+        "reference when σ is small (the study: +7 mm test MPJPE at β_p 0.04, σ 0.05)."))  # fmt: skip
     pose_kl_scale: float = field(default=0.1, **_help("Scale s of pose_kl: mean_l2 (pose units)."))
     discrete_only: bool = field(default=False, **_help("Turn the pose term off (text-only GRPO ablation): rewards score the head's mean μ and only text tokens are updated."))
     # ---- pose exploration and credit
@@ -211,11 +213,12 @@ class HyGRPOConfig(BaseTrainConfig):
         "PerJointRewards) and pose_ratio per_dim. Default: on when a pose reward entry is the "
         "built-in joint reward with per_joint: true (the study: pose-gradient cosine 0.23 → 0.35), "
         "otherwise off."))  # fmt: skip
-    pose_sigma: Literal["learned", "fixed", "state_independent"] = field(default="learned", **_help(
-        "Exploration σ during RL: the head's learned σ(h), one fixed σ (no σ gradient), or one "
-        "learned σ per dimension shared by all inputs."))  # fmt: skip
+    pose_sigma: Literal["learned", "fixed", "state_independent"] = field(default="fixed", **_help(
+        "Exploration σ during RL: one fixed σ (no σ gradient; default), the head's learned σ(h), "
+        "or one learned σ per dimension shared by all inputs. In the study the SFT head's σ(h) "
+        "explored so widely that HyGRPO gained 4 % MPJPE instead of 11 % with σ fixed at 0.05."))  # fmt: skip
     pose_sigma_value: Optional[float] = field(default=None, **_help("σ of pose_sigma: fixed; "
-        "initial σ of state_independent."))  # fmt: skip
+        "initial σ of state_independent (default 0.05 for both)."))  # fmt: skip
     pose_sigma_min: Optional[float] = field(default=None, **_help("Hard lower clamp of σ during RL."))
     pose_sigma_max: Optional[float] = field(default=None, **_help("Hard upper clamp of σ during RL."))
     normalize_rewards: bool = field(default=False, **_help("Normalise each reward within its "
@@ -312,6 +315,8 @@ class HyGRPOConfig(BaseTrainConfig):
                 f"{self.steps_per_generation}) must be a multiple of num_generations "
                 f"({self.num_generations}) so that every group is whole"
             )
+        if self.pose_sigma_value is None and self.pose_sigma in ("fixed", "state_independent"):
+            self.pose_sigma_value = DEFAULT_POSE_SIGMA
         if self.num_pose_samples is None:
             self.num_pose_samples = 1 if self.discrete_only else DEFAULT_POSE_SAMPLES
         if self.per_joint_credit is None:
