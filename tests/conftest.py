@@ -47,10 +47,17 @@ def nudge_logits():
 
     def nudge(policy, biases: dict[str, float]) -> None:
         head = policy.hf_model.get_output_embeddings()
-        bias = torch.zeros(head.out_features)
+        # a LoRA head with trainable <POSE> rows is PEFT's wrapper around the Linear
+        layer = getattr(head, "token_adapter", None)
+        linear = head if layer is None else layer.base_layer
+        bias = torch.zeros(linear.out_features)
         for token, value in biases.items():
             bias[policy.tokenizer.convert_tokens_to_ids(token)] = value
-        head.bias = torch.nn.Parameter(bias, requires_grad=False)
+        linear.bias = torch.nn.Parameter(bias, requires_grad=False)
+        if layer is not None:  # PEFT computes x Wᵀ itself (no bias) unless disabled or merged
+            layer.register_forward_hook(
+                lambda m, _args, out: out if m.disable_adapters or m.merged or not m.active_adapters
+                else out + m.base_layer.bias.to(out.dtype))
 
     return nudge
 

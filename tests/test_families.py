@@ -274,9 +274,12 @@ def test_hygrpo_lora_step_reference_and_round_trip(family_dirs, name, nudge_logi
     assert projector and all(policy.family.is_projector(k) for k in projector)
     lora_b = {k for k in trainable if "lora_B" in k}
     head = {k for k in trainable if k.startswith("pose_head.")}
+    rows = {k for k in trainable if ".trainable_tokens_delta." in k}  # <POSE>'s rows
+    assert rows & changed  # its LM-head row (or, tied, the shared row) learns
     # lora_A has no gradient while B = 0; everything else that trains moved, nothing else did
-    assert changed == lora_b | projector | head
-    assert trainable == changed | {k for k in trainable if "lora_A" in k}
+    # (the input row of <POSE> moves only when a completion goes on after <POSE>)
+    assert changed - rows == lora_b | projector | head
+    assert trainable == changed | {k for k in trainable if "lora_A" in k} | rows
     assert not any(policy.family.is_vision(k) for k in trainable)  # no LoRA in the vision tower
 
     # save / load: the LoRA checkpoint and the merged one (what rollout workers load)

@@ -20,6 +20,8 @@ EXPECTED_TRAINABLE = re.compile(
     rf"^(model\.base_model\.model\.model\.{LM_LINEAR}\.lora_[AB]\.default\.weight"
     r"|model\.base_model\.model\.model\.multi_modal_projector\.modules_to_save\.default"
     r"\.linear_[12]\.(weight|bias)"
+    r"|model\.base_model\.model\.(model\.language_model\.embed_tokens|lm_head)"
+    r"\.token_adapter\.trainable_tokens_delta\.default"
     r"|pose_head\..*)$")
 
 
@@ -55,6 +57,8 @@ def test_trainable_set_is_lora_projector_and_head(tiny_policy):
     lora = [n for n in names if "lora_" in n]
     assert len(lora) == 4 * 7 * 2  # 4 layers × 7 linears × (A, B)
     assert sum("multi_modal_projector" in n for n in names) == 4
+    assert sum("trainable_tokens_delta" in n for n in names) == 2  # <POSE>: embedding, untied head
+    assert tiny_policy.config.lora["trainable_tokens"] == [tiny_policy.pose_token_id]
     assert sum(n.startswith("pose_head.") for n in names) == len(list(tiny_policy.pose_head.parameters()))
     assert not any("vision_tower" in n and "lora" in n for n, _ in tiny_policy.named_parameters())
 
@@ -154,8 +158,10 @@ def test_text_only_lora_and_missing_base(tiny_text_model_dir, tmp_path):
     shutil.copytree(tiny_text_model_dir, base)
     policy = apply_lora(PosePolicy.from_pretrained(base), r=2)
     names = trainable_parameter_names(policy)
-    assert all("lora_" in n or n.startswith("pose_head.") for n in names)
+    assert all("lora_" in n or n.startswith("pose_head.") or "trainable_tokens_delta" in n
+               for n in names)
     assert sum("lora_" in n for n in names) == 4 * 7 * 2
+    assert sum("trainable_tokens_delta" in n for n in names) == 2
     path = policy.save_pretrained(tmp_path / "ckpt")
     shutil.rmtree(base)
     with pytest.raises(FileNotFoundError, match="base_model_path="):

@@ -183,8 +183,14 @@ def test_lora_targets_only_the_language_model(mm_policy_dir):
 
     policy = apply_lora(PosePolicy.from_pretrained(mm_policy_dir), r=4)
     names = trainable_parameter_names(policy)
+    rows = [n for n in names if ".trainable_tokens_delta." in n]
     assert names and all(("language_model" in n and "lora_" in n) or "multi_modal_projector" in n
-                         or n.startswith("pose_head.") for n in names)
+                         or n.startswith("pose_head.") or n in rows for n in names)
+    # SmolLM2 ties its LM head to the embeddings: one <POSE> row, which the head shares
+    assert rows == ["model.base_model.model.model.language_model.embed_tokens.token_adapter."
+                    "trainable_tokens_delta.default"]
+    head = policy.hf_model.get_output_embeddings()
+    assert head.token_adapter.tied_adapter is policy.hf_model.get_input_embeddings().token_adapter
     assert not any("vision_tower" in n for n in names)
     assert not any("lora_" in n for n, _ in policy.hf_model.model.vision_tower.named_parameters())
     assert any("multi_modal_projector.modules_to_save" in n for n in names)

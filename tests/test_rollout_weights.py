@@ -215,7 +215,10 @@ def test_merged_lora_state_dict_makes_plain_policy_equal_learner(tiny_model_dir)
     assert sum(".self_attn.q_proj.weight" in k for k in state) == 4  # every LoRA layer merged
     assert sum("multi_modal_projector" in k for k in state) == 4
     assert any(k.startswith("pose_head.") for k in state)
-    assert not any("vision_tower" in k or "embed_tokens" in k for k in state)  # frozen: not sent
+    assert not any("vision_tower" in k for k in state)  # frozen: not sent
+    # the <POSE> rows train: the embedding and the (untied) head go with their new rows
+    assert {"model.model.language_model.embed_tokens.weight", "model.lm_head.weight"} <= set(state)
+    assert not any("token_adapter" in k for k in state)
     before = _score(plain)
     plain.load_state_dict(state, strict=False)
     _assert_same_function(learner, plain)

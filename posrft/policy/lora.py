@@ -2,11 +2,17 @@
 
 Trainable after :func:`apply_lora`: the LoRA A/B matrices of the language model's linear layers,
 the multimodal projector (as a PEFT ``modules_to_save`` copy, so disabling the adapter restores
-the original projector too) and the pose head. Which modules are the projector and the vision
-tower, and which linear layers LoRA targets, is the model family's row in
-:mod:`posrft.policy.families`. Frozen: the vision tower, all base LM weights
-(embeddings and LM head included). A frozen copy of the pose head becomes the reference head, so
-``with policy.disable_adapter():`` evaluates exactly π_ref (the policy as it was before LoRA).
+the original projector too), the embedding rows of the tokens posrft adds (``<POSE>``: PEFT
+``trainable_token_indices``, see :func:`new_token_targets`) and the pose head. Which modules are
+the projector and the vision tower, and which linear layers LoRA targets, is the model family's
+row in :mod:`posrft.policy.families`. Frozen: the vision tower and all other base LM weights
+(the other embedding and LM head rows included). A frozen copy of the pose head becomes the
+reference head, so ``with policy.disable_adapter():`` evaluates exactly π_ref (the policy as it
+was before LoRA).
+
+Why the new rows train: ``<POSE>`` starts as the mean of the other rows; with the LM head
+frozen (tied to the embeddings in SmolLM2 / Qwen2.5-VL-3B, its own matrix in others) a LoRA-only
+model never learns to emit it (measured: log p(<POSE>) ≈ -11 after 300 SFT steps).
 
 Only linear layers *inside the language model* are targeted: in LLaVA the CLIP tower also has
 ``q_proj/k_proj/v_proj/out_proj`` and matching by short name would put LoRA on it as well.
@@ -73,10 +79,44 @@ def freeze_vision_tower(policy: PosePolicy) -> list[str]:
     return frozen
 
 
+def new_token_targets(model: nn.Module, token_ids: Sequence[int]) -> dict[str, list[int]]:
+    """PEFT ``trainable_token_indices`` that train the rows ``token_ids`` of the input embedding
+    and of the LM head: ``{embedding path: ids}`` when the head is tied to the embedding (PEFT
+    then wraps the head with an adapter that shares the embedding's rows, so both see the same
+    values), else ``{embedding path: ids, head path: ids}``. A head with a bias is left alone
+    (PEFT's trainable-token layer computes ``x Wᵀ`` without it)."""
+    ids = sorted({int(i) for i in token_ids})
+    inputs, output = model.get_input_embeddings(), model.get_output_embeddings()
+    paths = {id(m): name for name, m in model.named_modules()}
+    rows = inputs.weight.shape[0]
+    bad = [i for i in ids if not 0 <= i < rows]
+    if bad:
+        raise ValueError(f"trainable_tokens {bad} are outside the embedding's {rows} rows")
+    targets = {paths[id(inputs)]: ids}
+    if (output is not None and output.weight is not inputs.weight
+            and getattr(output, "bias", None) is None and id(output) in paths):
+        targets[paths[id(output)]] = ids
+    return targets
+
+
+def _check_tied_head(model: nn.Module, was_tied: bool) -> None:
+    """PEFT ties the head's trainable rows to the embedding's only when the model's config says
+    ``tie_word_embeddings``; a tied head left unwrapped would keep the old ``<POSE>`` row."""
+    from peft.utils.other import TrainableTokensWrapper
+
+    head = model.get_output_embeddings()
+    if was_tied and not (isinstance(head, TrainableTokensWrapper)
+                         and head.token_adapter.tied_adapter is not None):
+        raise RuntimeError("the LM head shares the input embedding's weight but PEFT did not tie "
+                           "its trainable token rows (config.tie_word_embeddings is not set?); "
+                           "use trainable_tokens=[] or fix the model config")
+
+
 def apply_lora(policy: PosePolicy, r: int = 16, alpha: float = 32.0, dropout: float = 0.0,
                target_modules: Sequence[str] | None = None,
                train_projector: bool = True,
-               projector_name: str | None = None, top_layers: int | None = None) -> PosePolicy:
+               projector_name: str | None = None, top_layers: int | None = None,
+               trainable_tokens: Sequence[int] | None = None) -> PosePolicy:
     """Wrap ``policy.model`` with PEFT LoRA in place and return the policy.
 
     ``target_modules``: short names of LM linear layers (default: the family's ``lora_targets``).
@@ -84,6 +124,10 @@ def apply_lora(policy: PosePolicy, r: int = 16, alpha: float = 32.0, dropout: fl
     (with the projector frozen), which is most of the update's cost on a CPU.
     ``train_projector``: make the multimodal projector trainable (ignored for text-only models);
     ``projector_name``: its module name, overriding the family's ``projector_modules``.
+    ``trainable_tokens``: token ids whose input-embedding and LM-head rows train in full
+    (:func:`new_token_targets`); default ``[policy.pose_token_id]``, ``[]`` for none.
+    The settings, resolved, go to ``policy.config.lora`` so that ``apply_lora(base, **lora)``
+    (an adapter-synced rollout worker) builds the same structure.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -106,15 +150,22 @@ def apply_lora(policy: PosePolicy, r: int = 16, alpha: float = 32.0, dropout: fl
         if not modules_to_save:
             raise ValueError(f"no projector module {list(family.projector_modules)} in the "
                              f"{family.title} model (projector_name / the family registry)")
+    tokens = [policy.pose_token_id] if trainable_tokens is None else sorted(set(trainable_tokens))
+    token_targets = new_token_targets(model, tokens) if tokens else None
+    was_tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
     lora_config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
-                             modules_to_save=modules_to_save, bias="none")
+                             modules_to_save=modules_to_save, bias="none",
+                             trainable_token_indices=token_targets)
     policy.set_reference_head()
     policy.model = get_peft_model(model, lora_config)
+    if token_targets:
+        _check_tied_head(policy.hf_model, was_tied)
     policy.pose_head.requires_grad_(True)
     policy.config.base_model_path = policy.config.base_model_path or policy.source
     policy.config.lora = {"r": r, "alpha": alpha, "dropout": dropout,
                           "target_modules": list(target_modules) if target_modules else None,
-                          "train_projector": bool(modules_to_save), "top_layers": top_layers}
+                          "train_projector": bool(modules_to_save), "top_layers": top_layers,
+                          "trainable_tokens": tokens}
     return policy
 
 

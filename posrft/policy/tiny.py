@@ -136,8 +136,10 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, *, vocab_size: i
                      hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
                      num_kv_heads: int = 2, intermediate_size: int = 384,
                      vision_hidden_size: int = 64, vision_layers: int = 2,
-                     image_size: int = 56, patch_size: int = 14) -> Path:
+                     image_size: int = 56, patch_size: int = 14,
+                     tie_word_embeddings: bool = False) -> Path:
     """Write a tiny random LLaVA model + processor to ``out_dir`` and return its path.
+    ``tie_word_embeddings``: share the LM head with the input embeddings (as SmolLM2 does).
 
     ``out_dir`` must not exist or be empty; it is filled atomically (built in a sibling temp
     folder, then renamed). Same ``seed`` → byte-identical files.
@@ -155,7 +157,7 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, *, vocab_size: i
         chat_template=CHAT_TEMPLATE, image_token=IMAGE_TOKEN,
     )
     text_config = _text_config(tokenizer, hidden_size, num_layers, num_heads, num_kv_heads,
-                               intermediate_size)
+                               intermediate_size, tie_word_embeddings)
     vision_config = CLIPVisionConfig(
         hidden_size=vision_hidden_size, intermediate_size=4 * vision_hidden_size,
         num_hidden_layers=vision_layers, num_attention_heads=max(1, vision_hidden_size // 32),
@@ -166,6 +168,7 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, *, vocab_size: i
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         image_seq_length=(image_size // patch_size) ** 2,
         vision_feature_select_strategy="default", vision_feature_layer=-2,
+        tie_word_embeddings=tie_word_embeddings,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -179,13 +182,14 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, *, vocab_size: i
 
 def build_tiny_text_model(out_dir: str | os.PathLike, seed: int = 0, *, vocab_size: int = 4096,
                           hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
-                          num_kv_heads: int = 2, intermediate_size: int = 384) -> Path:
+                          num_kv_heads: int = 2, intermediate_size: int = 384,
+                          tie_word_embeddings: bool = False) -> Path:
     """Text-only sibling of :func:`build_tiny_model`: a ``Qwen2ForCausalLM`` with the same
     tokenizer (``<POSE>`` included) and chat template, loadable via ``AutoModelForCausalLM``."""
     out = _check_out_dir(out_dir)
     tokenizer = train_tokenizer(vocab_size)
     config = _text_config(tokenizer, hidden_size, num_layers, num_heads, num_kv_heads,
-                          intermediate_size)
+                          intermediate_size, tie_word_embeddings)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2ForCausalLM(config)
@@ -204,11 +208,13 @@ def _check_out_dir(out_dir: str | os.PathLike) -> Path:
 
 
 def _text_config(tokenizer: Qwen2Tokenizer, hidden_size: int, num_layers: int, num_heads: int,
-                 num_kv_heads: int, intermediate_size: int) -> Qwen2Config:
+                 num_kv_heads: int, intermediate_size: int,
+                 tie_word_embeddings: bool = False) -> Qwen2Config:
     return Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads,
-        num_key_value_heads=num_kv_heads, max_position_embeddings=2048, tie_word_embeddings=False,
+        num_key_value_heads=num_kv_heads, max_position_embeddings=2048,
+        tie_word_embeddings=tie_word_embeddings,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )
 

@@ -10,12 +10,18 @@ tensors that make the worker's policy compute exactly the learner's function:
   so the learner's modules are untouched;
 * every ``modules_to_save`` wrapper (the trained multimodal projector): the active adapter's
   copy, under the wrapped module's own path;
+* every trainable-token wrapper (the ``<POSE>`` rows of the input embedding and, untied, of the
+  LM head): W with the active adapter's rows written in (PEFT's ``get_merged_weights``), under
+  ``model.<path>.weight``. A head tied to the embedding is skipped: the plain model ties it too,
+  so its embedding tensor is its head;
 * the pose head (``pose_head.*``) and any other trainable parameter, with PEFT's name infixes
   (``base_model.model.``, ``.base_layer``) removed.
 
 PEFT names, for reference (policy keys): ``model.base_model.model.<path>.base_layer.weight``,
 ``...<path>.lora_A.<adapter>.weight``, ``...<path>.modules_to_save.<adapter>.<param>`` and
-``...<path>.original_module.<param>``; the plain model's key is ``model.<path>.<param>``.
+``...<path>.original_module.<param>``, ``...<path>.token_adapter.trainable_tokens_delta.<adapter>``
+(the new rows themselves, not a difference) and ``...<path>.token_adapter.base_layer.weight``;
+the plain model's key is ``model.<path>.<param>``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from torch import Tensor, nn
 
 from posrft.policy.model import PosePolicy
 
-_PEFT_INFIXES = ("lora_", "base_layer", "modules_to_save", "original_module", "base_model.model.")
+_PEFT_INFIXES = ("lora_", "base_layer", "modules_to_save", "original_module", "base_model.model.",
+                 "token_adapter")
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -48,14 +55,26 @@ def _check_not_partitioned(policy: PosePolicy) -> None:
 
 
 def _lora_weights(hf_model: nn.Module, prefix: str) -> tuple[dict[str, Tensor], set[int]]:
-    """Merged weights of LoRA layers and active ``modules_to_save`` copies, plus the ids of the
-    parameters they cover (so the generic pass skips them)."""
+    """Merged weights of LoRA layers, active ``modules_to_save`` copies and trainable-token
+    wrappers, plus the ids of the parameters they cover (so the generic pass skips them)."""
     from peft.tuners.lora import LoraLayer
-    from peft.utils.other import ModulesToSaveWrapper
+    from peft.utils.other import ModulesToSaveWrapper, TrainableTokensWrapper
 
     out: dict[str, Tensor] = {}
     covered: set[int] = set()
     for path, module in hf_model.named_modules():
+        if isinstance(module, TrainableTokensWrapper):
+            covered.update(id(p) for p in module.parameters())
+            layer = module.token_adapter
+            weight = layer.get_base_layer().weight.detach()
+            tied = layer.tied_adapter
+            if tied is not None and tied.get_base_layer().weight is layer.get_base_layer().weight:
+                continue  # the tied head: the embedding's entry is its weight too
+            if not layer.disable_adapters and not layer.merged:
+                adapters = [a for a in layer.active_adapters if a in layer.token_indices]
+                weight = layer.get_merged_weights(adapters).detach()
+            out[f"{prefix}{path}.weight"] = weight
+            continue
         if isinstance(module, LoraLayer):
             base = module.get_base_layer()
             covered.update(id(p) for p in module.parameters())

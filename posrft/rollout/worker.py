@@ -112,11 +112,16 @@ class RolloutWorker:
         self.scorer = scorer
         # adapter mode, merged: (layer, W₀) of every LoRA layer; W = W₀ + ΔW after each sync
         self._bases: list[tuple[Any, Tensor]] = []
+        # and every trainable-token layer (<POSE> rows), so no step rebuilds the full matrix
+        self._token_layers: list[Any] = []
         if self.adapter and merge_adapter:
             from peft.tuners.lora import LoraLayer
+            from peft.tuners.trainable_tokens import TrainableTokensLayer
 
             self._bases = [(m, m.get_base_layer().weight.detach().clone())
                            for m in self.policy.hf_model.modules() if isinstance(m, LoraLayer)]
+            self._token_layers = [m for m in self.policy.hf_model.modules()
+                                  if isinstance(m, TrainableTokensLayer)]
             self._merge_adapter()
         self.policy.eval().requires_grad_(False)
         self.load_s = time.perf_counter() - start
@@ -128,10 +133,15 @@ class RolloutWorker:
     # ------------------------------------------------------------------ small queries
     @torch.no_grad()
     def _merge_adapter(self) -> None:
-        """W = W₀ + ΔW for every LoRA layer (PEFT's ``merge``, from the kept W₀)."""
+        """W = W₀ + ΔW for every LoRA layer (PEFT's ``merge``, from the kept W₀); the synced
+        rows written into every trainable-token layer's W (PEFT keeps the original rows)."""
         for layer, base in self._bases:
             layer.get_base_layer().weight.data.copy_(base)
             layer.merged_adapters = []
+            layer.merge()
+        for layer in self._token_layers:
+            if layer.merged:
+                layer.unmerge()
             layer.merge()
 
     def ping(self) -> dict[str, Any]:
@@ -143,7 +153,7 @@ class RolloutWorker:
                 "threads": torch.get_num_threads(), "device": str(self.policy.device),
                 "load_s": self.load_s, "pad_token_id": self.policy.pad_token_id,
                 "node_id": node_id, "node_ip": node_ip, "adapter": self.adapter,
-                "adapter_merged": bool(self._bases)}
+                "adapter_merged": bool(self._bases or self._token_layers)}
 
     def fingerprint(self, names: Sequence[str] | None = None) -> Fingerprint:
         """Hashes (XXH3-64) of the tensors the worker holds now (``names``; default: all)."""
@@ -228,7 +238,7 @@ class RolloutWorker:
                 self.policy.load_state_dict(tensors, strict=False)
             loaded += sum(t.numel() * t.element_size() for t in tensors.values())
             names.extend(tensors)
-        if self._bases:
+        if self._bases or self._token_layers:
             self._merge_adapter()
         self._version = int(version)
         out: dict[str, Any] = {"load_s": time.perf_counter() - start, "fetch_s": fetch_s,

@@ -31,7 +31,8 @@ def build_policy(cfg: BaseTrainConfig) -> PosePolicy:
         policy.set_pose_sigma(sigma)  # before LoRA, so the reference head has the same σ
     if cfg.use_peft:
         apply_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                   train_projector=cfg.train_projector, top_layers=cfg.lora_layers)
+                   train_projector=cfg.train_projector, top_layers=cfg.lora_layers,
+                   trainable_tokens=None if cfg.lora_train_pose_token else [])
     else:
         if cfg.lora_layers is not None:
             raise ValueError("lora_layers needs use_peft: true")

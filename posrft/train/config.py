@@ -81,6 +81,9 @@ class BaseTrainConfig:
     lora_dropout: float = field(default=0.0, **_help("LoRA dropout."))
     lora_layers: Optional[int] = field(default=None, **_help("LoRA only in the last N decoder layers "
         "(default: all). With the projector frozen, backward stops below them."))  # fmt: skip
+    lora_train_pose_token: bool = field(default=True, **_help("With use_peft, train the <POSE> rows "
+        "of the input embedding and LM head (PEFT trainable_token_indices); off, a LoRA model "
+        "keeps <POSE>'s initial row and rarely learns to emit it."))  # fmt: skip
     train_projector: bool = field(default=True, **_help("Train the multimodal projector (with "
         "use_peft, as a PEFT modules_to_save copy; without, it follows freeze_vision_tower)."))  # fmt: skip
     freeze_vision_tower: bool = field(default=True, **_help("Keep the vision encoder frozen."))
