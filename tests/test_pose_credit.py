@@ -174,6 +174,28 @@ def test_gaussian_sft_losses_train_the_mean_like_l2():
     assert grads["l2"][1] is None and grads["l2_nll"][1].abs().sum() > 0
 
 
+def test_l2_nll_trains_the_shared_features_exactly_like_l2():
+    """With σ's stop-gradient (run_sft sets it for l2_nll) the trunk and the hidden state below
+    it get l2's gradient; without it σ's NLL reaches them too."""
+    from posrft.train.sft import pose_loss_per_sample
+
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(5, 16, generator=g, dtype=torch.float64)
+    target = torch.randn(5, 12, generator=g, dtype=torch.float64)
+
+    def grads(kind: str, stop: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        head = GaussianPoseHead(16, num_joints=2, hidden_size=8).double()
+        head.sigma_stops_gradient = stop
+        h = hidden.clone().requires_grad_()
+        pose_loss_per_sample(head(h), target, kind).sum().backward()
+        return [h.grad, *(p.grad for p in head.trunk.parameters()), head.mean_out.weight.grad]
+
+    for a, b in zip(grads("l2_nll", True), grads("l2", False)):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(grads("l2_nll", False)[0], grads("l2", False)[0])
+
+
 # --------------------------------------------------------------------------- rewards
 def test_per_joint_reward_terms_sum_to_the_scalar_reward():
     from posrft.body.pose import pose_to_joints

@@ -202,6 +202,10 @@ class GaussianPoseHead(nn.Module):
 
         self.sigma = SigmaSettings()
         self.free_log_std: nn.Parameter | None = None
+        # True while σ is fitted to a detached μ (SFT pose_loss l2_nll): σ(h) then reads the
+        # trunk's features through a stop-gradient, so the trunk and the backbone below it are
+        # trained by μ's loss alone. Runtime only, not saved.
+        self.sigma_stops_gradient = False
 
     def set_sigma(self, settings: SigmaSettings) -> None:
         """Switch how σ is produced; ``state_independent`` adds the parameter ``free_log_std``
@@ -228,7 +232,8 @@ class GaussianPoseHead(nn.Module):
             log_std = self.free_log_std.expand_as(mean)
         else:
             span = self.log_std_max - self.log_std_min
-            log_std = self.log_std_min + span * torch.sigmoid(self.log_std_out(features))
+            z = self.log_std_out(features.detach() if self.sigma_stops_gradient else features)
+            log_std = self.log_std_min + span * torch.sigmoid(z)
         if self.sigma.min is not None or self.sigma.max is not None:
             lo = None if self.sigma.min is None else math.log(self.sigma.min)
             hi = None if self.sigma.max is None else math.log(self.sigma.max)

@@ -36,7 +36,9 @@ def pose_loss_per_sample(dist: Any, gt_pose: torch.Tensor, kind: str, beta: floa
 
         nll       -log N(p*; μ, σ²)                          (μ's gradient is scaled by 1/σ²)
         l2        (μ - p*)²                                   (σ untrained)
-        l2_nll    (μ - p*)² - log N(p*; sg(μ), σ²)            (μ as l2, σ fitted to μ's error)
+        l2_nll    (μ - p*)² - log N(p*; sg(μ), σ²)            (μ as l2, σ fitted to μ's error;
+                                                              run_sft also stops σ's gradient
+                                                              into the shared features)
         beta_nll  -sg(σ^2β) · log N(p*; μ, σ²)                (β = 1: μ as l2, σ as nll)
 
     ``sg`` is stop-gradient.
@@ -71,6 +73,10 @@ def run_sft(cfg: SFTConfig) -> Path:
     set_seed(cfg.seed)
     acc = make_accelerator(cfg)
     policy = build_policy(cfg)
+    # l2_nll's contract: μ, the trunk and the backbone train exactly as with l2 (σ's NLL stays in
+    # σ's own layer); without the stop-gradient σ's NLL reaches the shared features and, measured
+    # on the tiny text→pose study, left μ 25 mm MPJPE behind l2 (docs/results/hygrpo_study.md)
+    policy.pose_head.sigma_stops_gradient = cfg.pose_loss == "l2_nll"
     data = load_split(cfg.dataset_path, cfg.dataset_train_split, ["prompt", "completion", "gt_pose_6d"])
     use_images = "images" in data.column_names
     if use_images and not policy.multimodal:
