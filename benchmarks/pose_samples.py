@@ -20,13 +20,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-REWARDS = [
-    {"func": "format", "target": "text"},
-    {"func": "joint", "name": "joint_pelvis", "target": "pose",
-     "kwargs": {"kind": "neg_mean", "per_joint": True, "tau": 0.1}},
-    {"func": "joint", "name": "joint_pa", "target": "pose",
-     "kwargs": {"kind": "neg_mean", "align": "procrustes", "per_joint": True, "tau": 0.1}},
-]  # fmt: skip
+from hygrpo_study import REWARDS  # the study's rewards: format, pelvis and Procrustes joints
+
 PHASES = ("time/step", "time/rollout", "time/reward", "time/update")
 
 

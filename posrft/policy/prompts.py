@@ -23,6 +23,19 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
+# ChatML; a message's content is a string or a list of {"type": "image"} / {"type": "text"} parts,
+# any number of images per message, each rendered as one <image> line (the tiny models' template,
+# and the body of the one init-pretrained writes).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>\n"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 from posrft.policy.families import ModelFamily, family_for_processing
 from posrft.policy.mm_inputs import MultimodalInputs
 

@@ -41,6 +41,7 @@ from transformers import (
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 from posrft.policy.checkpoint import atomic_directory
+from posrft.policy.prompts import CHATML_TEMPLATE as CHAT_TEMPLATE
 from posrft.policy.tiny_corpus import build_corpus
 
 PAD_TOKEN = "<|endoftext|>"
@@ -49,18 +50,6 @@ IM_END = "<|im_end|>"
 IMAGE_TOKEN = "<image>"
 POSE_TOKEN = "<POSE>"
 SPECIAL_TOKENS = (PAD_TOKEN, IM_START, IM_END, IMAGE_TOKEN, POSE_TOKEN)
-
-# ChatML; a message's content is a string or a list of {"type": "image"} / {"type": "text"} parts,
-# any number of images per message, each rendered as one <image> line.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<image>\n"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 @functools.lru_cache(maxsize=4)

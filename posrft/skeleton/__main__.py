@@ -8,12 +8,11 @@ defaults, command-line flags override them, unknown keys are an error. Runs unde
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Sequence
 
 from posrft.skeleton.config import SkeletonConfig
-from posrft.train.recipe import RecipeError, parse_recipe
+from posrft.train.recipe import parse_recipe
 
 
 def parse(argv: Sequence[str]) -> SkeletonConfig:
@@ -27,15 +26,9 @@ def train(cfg: SkeletonConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from posrft.train.guard import run_rank
+    from posrft.train.guard import run_entry_point
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        cfg = parse(sys.argv[1:] if argv is None else argv)
-    except (RecipeError, ValueError, TypeError) as err:
-        print(f"posrft.skeleton: error: {err}", file=sys.stderr)
-        return 2
-    return run_rank(train, cfg)
+    return run_entry_point("posrft.skeleton", parse, train, argv)
 
 
 if __name__ == "__main__":

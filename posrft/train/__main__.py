@@ -10,12 +10,11 @@ closest field names. ``posrft train`` checks all of this once before launching
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Sequence
 
 from posrft.train.config import HyGRPOConfig, SFTConfig
-from posrft.train.recipe import RecipeError, parse_recipe, pick_config
+from posrft.train.recipe import parse_recipe, pick_config
 
 CONFIGS = {"sft": SFTConfig, "hygrpo": HyGRPOConfig}
 #: trainers another entry point runs (floor 7 cannot be imported from here)
@@ -43,15 +42,9 @@ def train(cfg: SFTConfig | HyGRPOConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from posrft.train.guard import run_rank
+    from posrft.train.guard import run_entry_point
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        cfg = parse(sys.argv[1:] if argv is None else argv)
-    except (RecipeError, ValueError, TypeError) as err:
-        print(f"posrft.train: error: {err}", file=sys.stderr)
-        return 2
-    return run_rank(train, cfg)
+    return run_entry_point("posrft.train", parse, train, argv)
 
 
 if __name__ == "__main__":

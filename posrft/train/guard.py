@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
@@ -225,6 +226,21 @@ def run_rank(train: Callable[[Any], Any], cfg: Any) -> int:
         print(f"posrft (rank {rank}): error: {msg}{tail}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def run_entry_point(prog: str, parse: Callable[[Sequence[str]], Any], train: Callable[[Any], Any],
+                    argv: Sequence[str] | None = None) -> int:
+    """A rank's ``main``: parse the recipe (a bad one exits 2 with one line naming ``prog``),
+    then :func:`run_rank`."""
+    from posrft.train.recipe import RecipeError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg = parse(sys.argv[1:] if argv is None else argv)
+    except (RecipeError, ValueError, TypeError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    return run_rank(train, cfg)
 
 
 def _write_traceback(output_dir: str | None, rank: str) -> str | None:

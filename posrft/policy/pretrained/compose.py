@@ -29,21 +29,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from posrft.policy.prompts import CHATML_TEMPLATE
+
 IMAGE_TOKEN = "<image>"
 POSE_TOKEN = "<POSE>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-_CHATML_BODY = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<image>\n"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 def add_special_tokens(model: nn.Module, tokenizer: Any, tokens: list[str],
@@ -89,10 +81,10 @@ def chatml_template(system_prefix: str = "") -> str:
     """ChatML for string or multi-part (image/text) messages; ``system_prefix`` is rendered
     before the first message unless that message is a system turn."""
     if not system_prefix:
-        return _CHATML_BODY
+        return CHATML_TEMPLATE
     literal = json.dumps(system_prefix)  # a JSON string is a valid Jinja string literal
     return ("{% if messages[0]['role'] != 'system' %}{{ " + literal + " }}{% endif %}"
-            + _CHATML_BODY)
+            + CHATML_TEMPLATE)
 
 
 def vision_image_processor(size: int, mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD):
