@@ -7,8 +7,8 @@
 DINOv2-small (224 px, 16 image tokens) for image→pose, built offline by ``posrft model
 init-pretrained``, LoRA on the top decoder layers; ``--start tiny``: the tiny random models
 (the cheap second section). ``--text-model`` / ``--image-model`` take any local HF folder
-instead. Per task, in this order (every stage resumable: a finished one leaves
-``WORK/<task>/<row>/result.json``):
+instead. Per task (run in the order b, c, e, a, d, ablations, TRL, so a partial run already
+holds the headline; every stage resumable: a finished one leaves ``WORK/<task>/<row>/result.json``):
 
     (a) sft_deterministic           SFT, deterministic head (L2 on μ)
     (b) sft_gaussian                SFT, Gaussian head (``l2_nll``: μ as (a), σ fitted by NLL)
@@ -57,10 +57,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "data": {"text2pose": 6000, "image2pose": 3000}, "image_size": 224,
         "eval_val": 100, "eval_test": 200,
         "sft": {"max_steps": 300, "learning_rate": 1e-3, "per_device_train_batch_size": 16,
-                "pose_loss_weight": 10.0, "use_peft": True, "lora_layers": 8},
+                "pose_loss_weight": 10.0, "use_peft": True, "lora_layers": 8, "bf16": True},
         "rl": {"max_steps": 60, "learning_rate": 2e-4, "per_device_train_batch_size": 16,
                "num_generations": 2, "num_pose_samples": 32, "max_completion_length": 16,
-               "use_peft": True, "lora_layers": 8, "train_projector": False, **_RL_COMMON},
+               "use_peft": True, "lora_layers": 8, "train_projector": False, "bf16": True, **_RL_COMMON},
         "trl_steps": 30, "retrieval_epochs": 60,
     },
     "tiny": {
@@ -160,7 +160,7 @@ class Task:
     def prepare(self) -> None:
         import torch
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         from posrft.data.synth import synth_dataset
 
         if not (self.data / "dataset_dict.json").is_file():
@@ -244,18 +244,18 @@ class Task:
         self.prepare()
         rows: dict[str, Any] = {}
         steps = self.s["sft"]["max_steps"]
-        # the headline pair first, seed by seed, so a partial run already compares (b) with (c)
+        # the headline first, seed by seed, so a partial run already compares (c) with (b) and (e)
         b = self.work / "sft_gaussian" / "final"
         rows["(b) sft_gaussian"] = self.sft("sft_gaussian", self.model0, steps, pose_loss="l2_nll")
         variants = rl_rows(self.task, self.reward_model)
         order = ["+hygrpo", "+grpo_text_only"] + [v for v in variants if v.startswith("+hygrpo[")]
         rows["+hygrpo"] = [self.rl("+hygrpo", b, variants["+hygrpo"][0], seed) for seed in variants["+hygrpo"][1]]
-        rows["(a) sft_deterministic"] = self.sft("sft_deterministic", self.model0, steps, pose_loss="l2")
-        over, seeds = variants["+grpo_text_only"]
-        rows["+grpo_text_only"] = [self.rl("+grpo_text_only", b, over, seed) for seed in seeds]
         rl_s = statistics.mean(r["train_s"] for r in rows["+hygrpo"])
         more = max(1, round(rl_s / rows["(b) sft_gaussian"]["step_s"]))  # as long as an RL run
         rows["+more_sft"] = [self.sft(f"more_sft_s{seed}", b, more, seed=seed, pose_loss="l2_nll") for seed in SEEDS]
+        rows["(a) sft_deterministic"] = self.sft("sft_deterministic", self.model0, steps, pose_loss="l2")
+        over, seeds = variants["+grpo_text_only"]
+        rows["+grpo_text_only"] = [self.rl("+grpo_text_only", b, over, seed) for seed in seeds]
         for name in order[2:]:
             over, seeds = variants[name]
             rows[name] = [self.rl(name, b, over, seed) for seed in seeds]
@@ -320,13 +320,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     procs = []
     work.mkdir(parents=True, exist_ok=True)
-    for task in args.tasks:  # the tasks in parallel, one thread each
+    threads = max(1, (os.cpu_count() or 1) // len(args.tasks))
+    for task in args.tasks:  # the tasks in parallel, sharing the cores
         res = work / f"{task}.json"
         cmd = [sys.executable, __file__, "--out", str(args.out), "--work", str(work), "--start", args.start,
                "--child", task, str(res)] + (["--quick"] if args.quick else [])  # fmt: skip
         for flag, value in (("--text-model", args.text_model), ("--image-model", args.image_model)):
             cmd += [flag, value] if value else []
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         log = open(work / f"{task}.log", "a")
         procs.append((task, res, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)))
     results = {}

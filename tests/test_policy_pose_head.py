@@ -134,3 +134,24 @@ def test_head_argument_errors():
     with pytest.raises(ValueError, match=r"\(N, H\)"):
         GaussianPoseHead(8)(torch.zeros(8))
     assert GaussianPoseHead(8, num_joints=24).pose_dim == 144
+
+
+def test_head_runs_in_its_own_dtype_under_bf16_autocast():
+    """Mixed precision leaves the Gaussian head fp32: μ, σ and a log-density with σ = 0.05 are
+    what the head gives without autocast, while a bf16 head would round μ by ~1e-3."""
+    torch.manual_seed(0)
+    head = GaussianPoseHead(input_size=32, num_joints=4, hidden_size=64)
+    hidden = torch.randn(5, 32)
+    x = torch.randn(5, 24) * 0.05
+    ref = head(hidden)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden_bf16 = torch.nn.functional.linear(hidden, torch.eye(32))  # a bf16 trunk output
+        assert hidden_bf16.dtype == torch.bfloat16
+        out = head(hidden_bf16)
+    assert out.mean.dtype == torch.float32 and out.log_std.dtype == torch.float32
+    torch.testing.assert_close(out.mean, head(hidden_bf16.float()).mean)
+    assert (out.mean - ref.mean).abs().max() < 5e-2  # only the bf16 input's own rounding
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rounded = head.mean_out(head.trunk(hidden))
+    assert rounded.dtype == torch.bfloat16 and (rounded.float() - ref.mean).abs().max() > 1e-4
+    torch.testing.assert_close(out.log_prob(x), head(hidden_bf16.float()).log_prob(x))

@@ -223,7 +223,13 @@ class GaussianPoseHead(nn.Module):
         """hidden (N, H) → PoseDistribution with mean/log_std (N, 6·num_joints), in head dtype."""
         if hidden.dim() != 2:
             raise ValueError(f"GaussianPoseHead expects hidden states (N, H), got {tuple(hidden.shape)}")
-        features = self.trunk(hidden.to(self.mean_out.weight.dtype))
+        # Under bf16 autocast the head still runs in its own dtype: a fixed σ of 0.05 divides
+        # μ's error by σ² in every log-density, and bf16 rounds μ ≈ 1 by ~0.004 (8 % of σ).
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self._distribution(hidden.to(self.mean_out.weight.dtype))
+
+    def _distribution(self, hidden: Tensor) -> PoseDistribution:
+        features = self.trunk(hidden)
         mean = self.mean_out(features)
         mode = self.sigma.mode
         if mode == "fixed":
