@@ -74,7 +74,7 @@ class BaseTrainConfig:
     seed: int = field(default=0, **_help("Seed for data order, sampling and initialisation."))
     bf16: bool = field(default=False, **_help(
         "bf16 mixed precision (autocast; the pose head stays fp32). GPUs, and CPUs with AVX-512 BF16 "
-        "(SmolLM2 LoRA SFT step 1.4x faster here, benchmarks/bf16_speed.py)."))
+        "(SmolLM2 LoRA SFT step 1.4-1.8x faster here: benchmarks/bf16_speed.py)."))
 
     # ---- which parameters train
     use_peft: bool = field(default=False, **_help("Train LoRA adapters on the language model."))
