@@ -265,6 +265,24 @@ class Task:
         return {"rows": rows, "references": refs}
 
 
+    def collect(self) -> dict[str, Any]:
+        """The finished rows only, named as :meth:`run` names them (``--report-only``)."""
+        rows: dict[str, Any] = {}
+        singles = {"(b) sft_gaussian": "sft_gaussian", "(a) sft_deterministic": "sft_deterministic"}
+        for name, row in singles.items():
+            if (r := self._done(row)) is not None:
+                rows[name] = r
+        variants = rl_rows(self.task, "reward")
+        for name, seeded in [("+hygrpo", "+hygrpo"), ("+more_sft", "more_sft"),
+                             *((v, v) for v in variants if v != "+hygrpo"),
+                             ("trl_grpo_text_only", "trl_grpo_text_only")]:  # fmt: skip
+            runs = [r for seed in SEEDS if (r := self._done(f"{seeded}_s{seed}")) is not None]
+            if runs:
+                rows[name] = runs
+        refs = {"mean_pose": mean_pose_reference(self.data, self.s["eval_test"])} if rows else {}
+        return {"rows": rows, "references": refs}
+
+
 def compact(r: dict[str, Any]) -> dict[str, Any]:
     """The table's fields of one ``evaluate_model`` result (retrieval under each model)."""
     out = {"mpjpe": r["mpjpe_mm"], "pa_mpjpe": r["pa_mpjpe_mm"], "valid_rate": r["valid_rate"],
@@ -302,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                     "finished stages there are reused")  # fmt: skip
     ap.add_argument("--text-model", default=None, help="HF model folder for text→pose instead of the built-in start")
     ap.add_argument("--image-model", default=None, help="HF model folder for image→pose instead of the built-in start")
+    ap.add_argument("--report-only", action="store_true", help="write the report from the stages "
+                    "finished so far in --work, without running anything")  # fmt: skip
     ap.add_argument("--child", nargs=2, metavar=("TASK", "RESULT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     mode = "quick" if args.quick else args.start
@@ -316,6 +336,20 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(HERE))
     from pose_rft_report import write_report
+
+    if args.report_only:
+        results = {}
+        for task in args.tasks:
+            if (work / task).is_dir():
+                res = Task(task, mode, start, work, None).collect()
+                if res["rows"]:
+                    results[task] = res
+        stem = "pose_rft" if mode == "pretrained" else f"pose_rft_{mode}"
+        command = f"python benchmarks/pose_rft_table.py --start {args.start} --out {args.out}"
+        summary = write_report(results, args.out, stem=stem, settings=SETTINGS[mode], mode=mode, wall_s=None,
+                               command=command)  # fmt: skip
+        print(Path(summary["markdown"]).read_text())
+        return 0
 
     t0 = time.perf_counter()
     procs = []
