@@ -155,3 +155,34 @@ def test_head_runs_in_its_own_dtype_under_bf16_autocast():
         rounded = head.mean_out(head.trunk(hidden))
     assert rounded.dtype == torch.bfloat16 and (rounded.float() - ref.mean).abs().max() > 1e-4
     torch.testing.assert_close(out.log_prob(x), head(hidden_bf16.float()).log_prob(x))
+
+
+def test_input_normalisation_standardises_and_old_heads_load_as_identity(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from posrft.policy.checkpoint import load_module, save_module
+
+    torch.manual_seed(0)
+    head = GaussianPoseHead(input_size=8, num_joints=2, hidden_size=16)
+    assert not head.has_input_normalization
+    h = torch.randn(64, 8) * 0.3 + torch.tensor([40.0, 12, 0, 0, 0, 0, 0, 0])  # a constant offset
+    before = head(h).mean
+    head.fit_input_normalization(h)
+    z = (h - head.input_shift) * head.input_scale
+    torch.testing.assert_close(z.mean(0), torch.zeros(8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.pow(2).mean(), torch.tensor(1.0))
+    assert head.has_input_normalization and not torch.allclose(head(h).mean, before)
+    # saved with the head, loaded back exactly
+    save_module(head, tmp_path / "new.safetensors")
+    fresh = GaussianPoseHead(input_size=8, num_joints=2, hidden_size=16)
+    load_module(fresh, tmp_path / "new.safetensors")
+    torch.testing.assert_close(fresh(h).mean, head(h).mean)
+    # a head saved before the buffers existed loads as the identity
+    old = {k: v for k, v in load_file(str(tmp_path / "new.safetensors")).items() if not k.startswith("input_")}
+    save_file(old, str(tmp_path / "old.safetensors"))
+    older = GaussianPoseHead(input_size=8, num_joints=2, hidden_size=16)
+    load_module(older, tmp_path / "old.safetensors")
+    assert not older.has_input_normalization
+    torch.testing.assert_close(older.mean_out.weight, head.mean_out.weight)
+    with pytest.raises(ValueError, match="need hidden states"):
+        head.fit_input_normalization(torch.randn(5, 7))

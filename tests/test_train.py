@@ -188,3 +188,39 @@ def test_every_task_recipe_parses():
     for recipe in recipes:
         cfg = parse(["--config", str(recipe)])
         assert cfg.trainer in ("sft", "hygrpo")
+
+
+def test_sft_fits_the_pose_head_input_normalisation(tmp_path, tiny_model_dir, text2pose_dir):
+    """pose_head_input_norm: the exported head's shift/scale are the mean and 1/RMS of the start
+    model's <POSE> hidden states over the first 256 rows, here recomputed row by row in float64;
+    a second SFT stage keeps them."""
+    from datasets import load_from_disk
+
+    from posrft.policy.model import PosePolicy
+    from posrft.policy.prompts import encode_prompts
+    from posrft.train.data import encode_completions
+    from posrft.train.sft import run_sft
+
+    start = PosePolicy.from_pretrained(tiny_model_dir).eval()
+    rows = load_from_disk(str(text2pose_dir))["train"]
+    hidden = []
+    start.active_pose_head.register_forward_hook(lambda _m, a, _o: hidden.append(a[0].double()))
+    with torch.no_grad():
+        for i in range(min(256, len(rows))):
+            r = rows.select([i])
+            enc = encode_prompts(start.processing, r["prompt"], None, start.multimodal, start.family)
+            ids, mask = encode_completions(start, r["prompt"], r["completion"])
+            start(enc.input_ids, enc.attention_mask, ids, mask)
+    h = torch.cat(hidden)
+    shift = h.mean(0)
+    scale = 1 / (h - shift).pow(2).mean().sqrt()
+
+    kw = dict(dataset_path=str(text2pose_dir), max_steps=1, per_device_train_batch_size=4, report_to=["none"],
+              pose_head_input_norm=True)  # fmt: skip
+    out = run_sft(SFTConfig(model_name_or_path=str(tiny_model_dir), output_dir=str(tmp_path / "a"), **kw))
+    head = PosePolicy.from_pretrained(out).active_pose_head
+    torch.testing.assert_close(head.input_shift.double(), shift, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(head.input_scale.double(), scale, atol=1e-6, rtol=1e-4)
+    again = run_sft(SFTConfig(model_name_or_path=str(out), output_dir=str(tmp_path / "b"), **kw))
+    head2 = PosePolicy.from_pretrained(again).active_pose_head
+    assert torch.equal(head2.input_shift, head.input_shift) and torch.equal(head2.input_scale, head.input_scale)

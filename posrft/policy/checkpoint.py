@@ -53,12 +53,16 @@ def save_module(module: nn.Module, path: str | os.PathLike) -> None:
 
 
 def load_module(module: nn.Module, path: str | os.PathLike) -> None:
-    """Load a safetensors state dict into ``module`` strictly; errors name the file and keys."""
+    """Load a safetensors state dict into ``module`` strictly; errors name the file and keys.
+    Keys in ``module.optional_state_keys`` may be absent from the file; they keep the module's
+    own values (the defaults of a freshly built module)."""
     state = load_file(str(path))
     own = module.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    optional = set(getattr(module, "optional_state_keys", ()))
+    missing, unexpected = sorted(set(own) - set(state) - optional), sorted(set(state) - set(own))
     if missing or unexpected:
         raise ValueError(f"{path}: state dict mismatch: missing {missing}, unexpected {unexpected}")
+    state = {**{k: own[k] for k in optional & set(own) if k not in state}, **state}
     for key, value in state.items():
         if value.shape != own[key].shape:
             raise ValueError(

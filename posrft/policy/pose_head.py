@@ -189,6 +189,9 @@ class GaussianPoseHead(nn.Module):
         self.pose_dim = 6 * num_joints
         self.log_std_min = float(log_std_min)
         self.log_std_max = float(log_std_max)
+        # h ← (h − shift)·scale before the trunk; identity until fit_input_normalization
+        self.register_buffer("input_shift", torch.zeros(input_size))
+        self.register_buffer("input_scale", torch.ones(()))
         self.trunk = nn.Sequential(nn.Linear(input_size, hidden), nn.GELU(),
                                    nn.Linear(hidden, hidden), nn.GELU())
         self.mean_out = nn.Linear(hidden, self.pose_dim)
@@ -206,6 +209,31 @@ class GaussianPoseHead(nn.Module):
         # trunk's features through a stop-gradient, so the trunk and the backbone below it are
         # trained by μ's loss alone. Runtime only, not saved.
         self.sigma_stops_gradient = False
+
+    #: state keys a head saved before they existed may lack (they load as the identity)
+    optional_state_keys = ("input_shift", "input_scale")
+
+    @property
+    def has_input_normalization(self) -> bool:
+        return bool(self.input_shift.any()) or bool(self.input_scale != 1)
+
+    @torch.no_grad()
+    def fit_input_normalization(self, hidden: Tensor) -> None:
+        """Centre and scale the head's input from sample hidden states (M, H): shift = their
+        mean, scale = 1 / RMS of the centred rows (one scalar, so the features keep their
+        relative scales). A data-dependent initialisation: a pretrained LM's hidden state puts
+        most of its norm in a few dimensions that are the same for every prompt (SmolLM2 at
+        ``<POSE>``: 96 % of the second moment), which the MLP would otherwise have to learn
+        around; the buffers are saved with the head and stay fixed while training."""
+        if hidden.dim() != 2 or hidden.shape[1] != self.input_shift.shape[0] or hidden.shape[0] < 2:
+            raise ValueError(f"need hidden states (M >= 2, {self.input_shift.shape[0]}), got {tuple(hidden.shape)}")
+        h = hidden.to(self.input_shift.dtype)
+        shift = h.mean(0)
+        rms = (h - shift).pow(2).mean().sqrt()
+        if not torch.isfinite(rms) or rms <= 0:
+            raise ValueError(f"hidden states have no spread to normalise (RMS {rms.item()})")
+        self.input_shift.copy_(shift)
+        self.input_scale.fill_(1.0 / rms.item())
 
     def set_sigma(self, settings: SigmaSettings) -> None:
         """Switch how σ is produced; ``state_independent`` adds the parameter ``free_log_std``
@@ -229,7 +257,7 @@ class GaussianPoseHead(nn.Module):
             return self._distribution(hidden.to(self.mean_out.weight.dtype))
 
     def _distribution(self, hidden: Tensor) -> PoseDistribution:
-        features = self.trunk(hidden)
+        features = self.trunk((hidden - self.input_shift) * self.input_scale)
         mean = self.mean_out(features)
         mode = self.sigma.mode
         if mode == "fixed":

@@ -68,6 +68,30 @@ def sft_losses(policy_out: Any, completion_mask: torch.Tensor, gt_pose: torch.Te
     return text, pose, int(valid.sum())
 
 
+@torch.no_grad()
+def fit_pose_head_input(policy: Any, data: Any, use_images: bool, rows: int = 256, batch: int = 16) -> None:
+    """Fit the pose head's input normalisation to the ``<POSE>`` hidden states of the first
+    ``rows`` training rows (the same rows on every rank, so every replica gets the same
+    statistics without a collective)."""
+    head = policy.active_pose_head
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda _m, args, _o: captured.append(args[0].detach().float()))
+    was_training = policy.training
+    policy.eval()
+    try:
+        for i in range(0, min(rows, len(data)), batch):
+            part = data.select(range(i, min(i + batch, rows, len(data))))
+            enc = encode_prompts(policy.processing, part["prompt"], part["images"] if use_images else None,
+                                 policy.multimodal, policy.family)  # fmt: skip
+            comp_ids, comp_mask = encode_completions(policy, part["prompt"], part["completion"])
+            out = policy(enc.input_ids, enc.attention_mask, comp_ids, comp_mask, mm_inputs=enc.mm_inputs)
+            captured[-1] = captured[-1][out.pose_valid.cpu()]  # rows whose answer has a <POSE>
+    finally:
+        hook.remove()
+        policy.train(was_training)
+    head.fit_input_normalization(torch.cat(captured))
+
+
 def run_sft(cfg: SFTConfig) -> Path:
     """Train, checkpoint every ``save_steps``, export ``OUTPUT_DIR/final``; returns that path."""
     set_seed(cfg.seed)
@@ -81,6 +105,8 @@ def run_sft(cfg: SFTConfig) -> Path:
     use_images = "images" in data.column_names
     if use_images and not policy.multimodal:
         raise ValueError(f"dataset {cfg.dataset_path!r} has images but the model is text-only")
+    if cfg.pose_head_input_norm and not policy.active_pose_head.has_input_normalization:
+        fit_pose_head_input(policy, data, use_images)
     world, rank = acc.num_processes, acc.process_index
     bs = cfg.per_device_train_batch_size
     total = cfg.max_steps
