@@ -49,3 +49,12 @@ def test_retrieval_control_criterion_is_higher_is_better():
     # no control yet (a partial table): no control row
     del rows["+more_sft"]
     assert not any("(e)" in r["criterion"] for r in criteria({"text2pose": {"rows": rows}}))
+
+
+def test_one_seed_never_meets_a_criterion():
+    # a huge gain, but one seed has no spread to beat: not met until more seeds ran
+    rows = {"(b) sft_gaussian": _run(300.0, 200.0, 0.05), "+hygrpo": [_run(100.0, 50.0, 0.90)],
+            "+more_sft": [_run(250.0, 150.0, 0.10)]}
+    crit = criteria({"text2pose": {"rows": rows}, "image2pose": {"rows": rows}})
+    assert crit and not any(c["holds"] for c in crit if "(d)" not in c["criterion"])
+    assert all("1 seed(s)" in c["value"] for c in crit if "(d)" not in c["criterion"])
