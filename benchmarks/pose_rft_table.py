@@ -56,7 +56,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "pretrained": {
         "data": {"text2pose": 6000, "image2pose": 3000}, "image_size": 224,
         "eval_val": 100, "eval_test": 200,
-        "sft": {"max_steps": 300, "learning_rate": 1e-3, "per_device_train_batch_size": 16,
+        "sft": {"max_steps": 900, "learning_rate": 1e-3, "per_device_train_batch_size": 16,
                 "pose_loss_weight": 10.0, "use_peft": True, "lora_layers": 8, "bf16": True,
                 "pose_head_input_norm": True},
         "rl": {"max_steps": 60, "learning_rate": 2e-4, "per_device_train_batch_size": 16,
