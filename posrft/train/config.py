@@ -155,7 +155,7 @@ class SFTConfig(BaseTrainConfig):
         "Before the first step, centre and scale the pose head's input with the <POSE> hidden "
         "states of the first 256 training rows (skipped if the head already has statistics, e.g. a "
         "second SFT stage). For pretrained LMs, whose hidden state there is 96 % the same vector "
-        "for every prompt: measured on SmolLM2 text->pose (docs/results/pose_rft.md)."))
+        "for every prompt: measured on SmolLM2 text->pose (docs/pretrained.md)."))
     max_length: int = field(default=256, **_help("Truncate prompt+response to this many tokens."))
 
     def __post_init__(self) -> None:
