@@ -2,6 +2,7 @@
 
     python benchmarks/pose_rft_table.py --out docs/results [--start pretrained|tiny] [--quick]
                                         [--tasks text2pose image2pose] [--work DIR]
+    python benchmarks/pose_rft_table.py --out DIR --work DIR --report-only   # the stages finished so far
 
 ``--start pretrained`` (the default): SmolLM2-135M-Instruct for text→pose and SmolLM2 +
 DINOv2-small (224 px, 16 image tokens) for image→pose, built offline by ``posrft model
