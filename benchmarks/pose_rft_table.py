@@ -266,7 +266,6 @@ class Task:
         refs = {"mean_pose": mean_pose_reference(self.data, self.s["eval_test"])}
         return {"rows": rows, "references": refs}
 
-
     def collect(self) -> dict[str, Any]:
         """The finished rows only, named as :meth:`run` names them (``--report-only``)."""
         rows: dict[str, Any] = {}
@@ -274,7 +273,7 @@ class Task:
         for name, row in singles.items():
             if (r := self._done(row)) is not None:
                 rows[name] = r
-        variants = rl_rows(self.task, "reward")
+        variants = rl_rows(self.task, None)  # only the row names are read
         for name, seeded in [("+hygrpo", "+hygrpo"), ("+more_sft", "more_sft"),
                              *((v, v) for v in variants if v != "+hygrpo"),
                              ("trl_grpo_text_only", "trl_grpo_text_only")]:  # fmt: skip
