@@ -69,6 +69,16 @@ def test_stepping_in_the_middle_of_accumulation_is_refused(tmp_path):
         learner.optimizer_step()
 
 
+def test_a_fresh_start_drops_the_log_of_a_run_stopped_before_its_first_checkpoint(tmp_path):
+    stale = [{"step": 1, "loss": 9.0}, {"step": 2, "loss": 8.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stale))
+    learner = _learner(tmp_path, torch.nn.Linear(2, 2), max_steps=2, resume_from_checkpoint="latest")
+    assert learner.resume(sampler=None) == (0, {})
+    learner.logger.log(1, {"loss": 1.0})
+    log = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert log == [{"step": 1, "loss": 1.0}]
+
+
 # --------------------------------------------------------------------------- HyGRPO
 def _grpo(tmp_path, model, data, name, **kw):
     from posrft.train.hygrpo import run_hygrpo

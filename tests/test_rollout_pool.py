@@ -32,6 +32,9 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 SAMPLING = {"max_new_tokens": 8, "temperature": 1.0}
 G = 3
+# how long a replacement or added worker may take to start and load its model: on a loaded
+# 2-core machine (the suite beside a training run) one took more than 120 s
+READY_S = 300
 
 
 def _image(seed: int) -> Image.Image:
@@ -182,7 +185,7 @@ def test_killed_worker_is_restarted_with_latest_weights(pool, model_dir):
     death = pool.deaths[-1]
     assert death["worker"] == 1 and death["pid"] == old_pid and "sampling shard 1" in death["during"]
     # the replacement joins with version 7's weights (pushed and verified) and samples again
-    assert pool.wait_ready(120) == 2
+    assert pool.wait_ready(READY_S) == 2
     again = pool.generate(PROMPTS, IMAGES, num_generations=G, sampling=SAMPLING, seed=3)
     assert again.metrics["workers_used"] == 2 and again.metrics["restarts"] == 0
     _assert_same_rollout(again.batch, reference.batch, atol=0)
@@ -217,7 +220,7 @@ def test_restarts_are_bounded_then_the_pool_recovers(pool):
         pool.max_restarts = 3
     result = pool.generate(PROMPTS, IMAGES, num_generations=G, sampling=SAMPLING, seed=2)
     assert len(result.batch) == len(PROMPTS) * G and result.metrics["restarts"] == 1
-    assert pool.wait_ready(120) == 2
+    assert pool.wait_ready(READY_S) == 2
 
 
 def _perturbed(model_dir):
@@ -293,7 +296,7 @@ def test_death_during_weight_sync_is_logged_counted_and_healed(pool, model_dir, 
     line = [r.getMessage() for r in caplog.records if "died during weight sync" in r.getMessage()]
     assert line and f"rollout worker 0 (pid {old_pid}" in line[0] and "ActorDiedError" in line[0]
     # the replacement joins with this sync's weights, verified
-    assert pool.wait_ready(120) == 2
+    assert pool.wait_ready(READY_S) == 2
     assert ray.get([w.version.remote() for w in pool.workers]) == [version, version]
     result = pool.generate(PROMPTS, IMAGES, num_generations=G, sampling=SAMPLING, seed=4)
     assert result.metrics["workers_used"] == 2
@@ -309,7 +312,7 @@ def test_resize_between_steps_keeps_every_group(pool, model_dir, one_thread):
     assert pool.num_workers == 1 and one.metrics["workers_used"] == 1
     _assert_same_rollout(one.batch, _in_process(learner, 9, workers=1))
     pool.resize(2)  # a new worker starts from the folder and joins with the latest weights
-    assert pool.wait_ready(120) == 2
+    assert pool.wait_ready(READY_S) == 2
     two = pool.generate(PROMPTS, IMAGES, num_generations=G, sampling=SAMPLING, seed=9)
     assert two.metrics["workers_used"] == 2
     assert two.model_version.tolist() == [version] * len(two.batch)

@@ -120,12 +120,14 @@ class Learner:
     def resume(self, sampler: Any) -> tuple[int, dict[str, Any]]:
         """Restore ``cfg.resume_from_checkpoint`` (a folder, ``"latest"`` or None) into the model,
         optimizer, RNG, schedule and the data ``sampler`` (anything with ``load_state_dict``);
-        trims the run's jsonl logs to the checkpoint's step. Returns ``(step, trainer_state)``,
-        ``(0, {})`` when starting fresh. Collective."""
+        trims the run's jsonl logs to the checkpoint's step (to nothing when starting fresh).
+        Returns ``(step, trainer_state)``, ``(0, {})`` when starting fresh. Collective."""
         if self.is_main:
             remove_partial_checkpoints(self.cfg.output_dir)
         ckpt = resolve_checkpoint(self.cfg.resume_from_checkpoint, self.cfg.output_dir)
         if ckpt is None:
+            if self.is_main:  # a run stopped before its first checkpoint left lines a fresh start redoes
+                self.logger.truncate(0)
             return 0, {}
         with phase(f"resume from {ckpt.name}"):
             state = load_checkpoint(self.acc, ckpt)
