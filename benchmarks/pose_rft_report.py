@@ -21,6 +21,7 @@ from typing import Any
 from posrft.files import atomic_save_figure, atomic_write_json, atomic_write_text
 
 B, C, D, E = "(b) sft_gaussian", "+hygrpo", "+grpo_text_only", "+more_sft"
+LABELS = {C: "(c) + HyGRPO", D: "(d) + text-only GRPO", E: "(e) + more SFT (same-compute control)"}
 CONVENTIONS = (("mrecall_poserft", "Pose-RFT R@5/10/20"), ("mrecall_posescript", "PoseScript R@1/5/10"),
                ("mrecall_unipose", "UniPose R@1/5/10/20"), ("mrecall_pool32", "pools of 32"))  # fmt: skip
 CURVE_KEYS = {
@@ -127,7 +128,7 @@ def _pose_table(task: str, res: dict[str, Any]) -> list[str]:
     for name, row in res["rows"].items():
         runs = _runs(row)
         train = statistics.fmean(r.get("train_s", math.nan) for r in runs) / 60
-        lines.append(f"| {name} | {len(runs)} | {_fmt(metric(row, 'mpjpe'))} | {_fmt(metric(row, 'pa_mpjpe'))} | "
+        lines.append(f"| {LABELS.get(name, name)} | {len(runs)} | {_fmt(metric(row, 'mpjpe'))} | {_fmt(metric(row, 'pa_mpjpe'))} | "
                      f"{_fmt(metric(row, 'valid_rate'), True)} | {train:.0f} |")
     if "mean_pose" in refs:
         lines.append(f"| *mean pose (reference)* | – | {refs['mean_pose']['mpjpe']:.1f} | {refs['mean_pose']['pa_mpjpe']:.1f} | – | – |")
@@ -141,7 +142,7 @@ def _retrieval_table(res: dict[str, Any]) -> list[str]:
         for model in ("evaluator", "reward_model"):
             cells = [_fmt(metric(row, f"{model}:{k}"), True) for k, _ in CONVENTIONS]
             if any(c != "–" for c in cells):
-                lines.append(f"| {name} | {model} | " + " | ".join(cells) + " |")
+                lines.append(f"| {LABELS.get(name, name)} | {model} | " + " | ".join(cells) + " |")
     # the ground-truth poses under each model: the ceiling on this split
     first = _runs(next(iter(res["rows"].values())))[0]["test"]
     for model in ("evaluator", "reward_model"):
@@ -153,7 +154,7 @@ def _retrieval_table(res: dict[str, Any]) -> list[str]:
 
 
 def plot_curves(results: dict[str, Any], out: Path, stem: str, smooth: int = 3) -> list[Path]:
-    """One PNG per task: the seed-0 reward curves of each RL row."""
+    """One PNG per task: the reward curves of each RL row, averaged over its seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,21 +167,28 @@ def plot_curves(results: dict[str, Any], out: Path, stem: str, smooth: int = 3) 
         keys = CURVE_KEYS[task]
         fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
         for name, row in res["rows"].items():
-            log = _runs(row)[0].get("metrics_log")
-            if not log or not Path(log).exists():
+            logs = [read_metrics(r["metrics_log"]) for r in _runs(row)
+                    if r.get("metrics_log") and Path(r["metrics_log"]).exists()]  # fmt: skip
+            if not logs:
                 continue
-            rows = read_metrics(log)
             for ax, key in zip(axes, keys):
-                pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+                # mean over the seeds at each logged step, then a moving average over the steps
+                by_step: dict[int, list[float]] = {}
+                for log in logs:
+                    for r in log:
+                        if r.get(key) is not None:
+                            by_step.setdefault(int(r["step"]), []).append(float(r[key]))
+                pts = sorted((k, statistics.fmean(v)) for k, v in by_step.items())
                 if pts:
                     ys = [statistics.fmean(p[1] for p in pts[max(0, i - smooth + 1):i + 1]) for i in range(len(pts))]
-                    ax.plot([p[0] for p in pts], ys, label=name, lw=1.2)
+                    ax.plot([p[0] for p in pts], ys, label=f"{LABELS.get(name, name)} ({len(logs)} seed(s))", lw=1.2)
         for ax, key in zip(axes, keys):
             ax.set_title(key, fontsize=9)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=6)
-        fig.suptitle(f"{task}: training reward per RL row (seed 0, moving average of {smooth} logs)", fontsize=10)
+        fig.suptitle(f"{task}: training reward per RL row (mean over its seeds, moving average of {smooth} logs)",
+                     fontsize=10)  # fmt: skip
         fig.tight_layout()
         paths.append(atomic_save_figure(out / f"curves_{stem}_{task}.png", fig, dpi=110))
         plt.close(fig)
