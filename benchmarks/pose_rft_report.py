@@ -165,10 +165,13 @@ def plot_curves(results: dict[str, Any], out: Path, stem: str, smooth: int = 3) 
     paths = []
     for task, res in results.items():
         keys = CURVE_KEYS[task]
+        rl_logs = {name: [read_metrics(r["metrics_log"]) for r in _runs(row)
+                          if r.get("metrics_log") and Path(r["metrics_log"]).exists()]
+                   for name, row in res["rows"].items()}  # fmt: skip
+        if not any(rl_logs.values()):
+            continue  # no RL row has run yet: no curves to draw
         fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
-        for name, row in res["rows"].items():
-            logs = [read_metrics(r["metrics_log"]) for r in _runs(row)
-                    if r.get("metrics_log") and Path(r["metrics_log"]).exists()]  # fmt: skip
+        for name, logs in rl_logs.items():
             if not logs:
                 continue
             for ax, key in zip(axes, keys):
