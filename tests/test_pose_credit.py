@@ -196,6 +196,60 @@ def test_l2_nll_trains_the_shared_features_exactly_like_l2():
     assert not torch.allclose(grads("l2_nll", False)[0], grads("l2", False)[0])
 
 
+def test_joint_loss_of_a_turned_root_is_the_chord_of_each_joints_circle():
+    """μ = the rest pose turned by θ about the vertical, p* = the rest pose: joint j moves on a
+    circle of radius r_j (its horizontal distance from the pelvis), so its error is the chord
+    2 r_j |sin(θ/2)|; rows marked invalid do not count."""
+    import roma
+
+    from posrft.body.pose import PoseToJoints
+    from posrft.body.rotations import identity_pose6d
+    from posrft.body.standin import standin_rest_joints
+    from posrft.train.sft import joint_loss
+
+    fk = PoseToJoints()
+    rest = torch.as_tensor(standin_rest_joints(), dtype=torch.float64)
+    radius = (rest - rest[0])[:, [0, 2]].norm(dim=-1)  # (24,) horizontal distance to the pelvis
+    gt = identity_pose6d(22, 1).reshape(1, -1)
+    for theta in (0.3, math.pi / 2, 3.0):
+        turned = gt.clone()
+        rot = roma.rotvec_to_rotmat(torch.tensor([0.0, theta, 0.0]))
+        turned[0, :6] = rot[:, :2].reshape(6)
+        mean = torch.cat([turned, gt + 0.5])  # the second row is garbage, and marked invalid
+        valid = torch.tensor([True, False])
+        got = joint_loss(mean, gt.expand(2, -1), valid, fk)
+        want = (2 * radius * abs(math.sin(theta / 2))).mean()
+        torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+    assert joint_loss(gt, gt, torch.tensor([True]), fk) == 0
+
+
+def test_joint_loss_gradient_turns_a_root_back():
+    """Descending the joint loss over the root's 6D alone (the body fixed at p*) turns a root
+    yawed by 2.5 rad back onto p*: the gradient flows through FK and points the right way."""
+    import roma
+
+    from posrft.body.pose import PoseToJoints
+    from posrft.body.rotations import identity_pose6d
+    from posrft.train.sft import joint_loss
+
+    fk = PoseToJoints()
+    gt = identity_pose6d(22, 1)
+    root = roma.rotvec_to_rotmat(torch.tensor([0.0, 2.5, 0.0]))[:, :2].reshape(1, 6).requires_grad_()
+    opt = torch.optim.Adam([root], lr=0.02)
+    decay = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.99)
+
+    def loss() -> torch.Tensor:
+        return joint_loss(torch.cat([root, gt[:, 6:]], 1), gt, torch.tensor([True]), fk)
+
+    start = float(loss())
+    for _ in range(400):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+        decay.step()
+    assert start > 0.1 and float(loss()) < 1e-3
+
+
 # --------------------------------------------------------------------------- rewards
 def test_per_joint_reward_terms_sum_to_the_scalar_reward():
     from posrft.body.pose import pose_to_joints

@@ -181,3 +181,31 @@ def test_show_dataset_writes_pictures(text2pose_dir, i2p_dir, tmp_path):
         assert np.asarray(im.convert("L")).std() > 10
     with pytest.raises(KeyError, match="no split"):
         show_dataset(text2pose_dir, split="dev", out=tmp_path / "x.png")
+
+
+def test_mesh_shaded_style_darkens_the_back_so_front_and_back_views_differ():
+    """The rest body seen from the front and, turned by 180°, from the back: with "mesh" the two
+    pictures hold the same colours (mirrored in place), with "mesh_shaded" the back view is
+    darker by about BACK_SHADE; the shade touches roughly the back half of the vertices."""
+    from posrft.data.views import BACK_SHADE, mesh_colours, render_people
+
+    keep, rgb = mesh_colours(3, BACK_SHADE)
+    keep_v1, rgb_v1 = mesh_colours(3, None)
+    assert torch.equal(keep, keep_v1)
+    shaded = ~torch.isclose(rgb, rgb_v1).all(-1)
+    torch.testing.assert_close(rgb[shaded], BACK_SHADE * rgb_v1[shaded])
+    assert 0.35 < shaded.float().mean() < 0.65
+
+    pose = torch.zeros(2, 72)
+    pose[1, :3] = torch.tensor([0.0, np.pi, 0.0])  # turned about the vertical: its back to the camera
+    joints = pose_joints(pose)
+
+    def brightness(style):
+        images, _ = render_people(pose, joints, seed=0, image_size=64, style=style)
+        lit = [np.asarray(im.convert("RGB"), dtype=np.float64) for im in images]
+        return [im[im.max(-1) > 20].mean() for im in lit]  # mean over the person's pixels
+
+    front, back = brightness("mesh")
+    assert abs(back - front) < 0.1 * front
+    front, back = brightness("mesh_shaded")
+    assert back < 0.8 * front

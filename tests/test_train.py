@@ -42,6 +42,7 @@ def test_yaml_recipe_with_overrides_and_trainer_dispatch(tmp_path):
         ("trainer: hygrpo\nper_joint_credit: true\npose_ratio: joint\n", ValueError, r"per_joint_credit needs pose_ratio"),
         ("trainer: hygrpo\npose_kl: l1\n", TypeError, r"pose_kl: expected one of 'gaussian', 'mean_l2'"),
         ("trainer: hygrpo\nrewards: []\n", ValueError, r"rewards must be a non-empty list"),
+        ("trainer: sft\npose_joint_loss_weight: -1\n", ValueError, r"pose_joint_loss_weight must be >= 0, got -1"),
         ("trainer: ppo\n", ValueError, r"trainer must be one of \['hygrpo', 'sft', 'skeleton'\]"),
     ],
 )  # fmt: skip
@@ -81,6 +82,19 @@ def test_sft_learns_the_response_and_pose(tmp_path, tiny_model_dir, text2pose_di
     assert log[-1]["loss/sft_pose"] < log[0]["loss/sft_pose"]
     policy = PosePolicy.from_pretrained(out)  # the export loads back
     assert policy.config.pose_dim == 132
+
+
+def test_sft_joint_loss_is_logged_every_step(tmp_path, tiny_model_dir, text2pose_dir):
+    from posrft.train.sft import run_sft
+
+    cfg = SFTConfig(model_name_or_path=str(tiny_model_dir), dataset_path=str(text2pose_dir),
+                    output_dir=str(tmp_path / "sft"), max_steps=3, pose_loss="l2", pose_joint_loss_weight=1.0,
+                    per_device_train_batch_size=8, logging_steps=1, report_to=["none"])  # fmt: skip
+    run_sft(cfg)
+    log = [json.loads(line) for line in open(tmp_path / "sft" / "metrics.jsonl")]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert all(0 < r["loss/sft_joints"] < 1.0 for r in log)  # metres
+    assert json.loads((tmp_path / "sft" / "config.json").read_text())["pose_joint_loss_weight"] == 1.0
 
 
 # --------------------------------------------------------------------------- HyGRPO

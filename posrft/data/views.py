@@ -16,6 +16,12 @@ Picture (``style``):
   (EWA splatting, front-to-back compositing), coloured by body part -- the joint with the
   largest skinning weight -- with the left side warm and the right side cool, so left and
   right, front and back can be told apart;
+* ``"mesh_shaded"``: the same with the back of every part (the vertices behind the part's
+  centre in the rest pose, which faces +z) at :data:`BACK_SHADE` of its colour, a local
+  front/back cue as a face, a chest and toes give in a real picture. In ``"mesh"`` front and
+  back differ only in *where* the warm and cool colours fall. Measured on the pretrained
+  image->pose SFT it did not make the heading learnable within 200 steps
+  (docs/pretrained.md, "What the image->pose SFT learns");
 * ``"skeleton"``: DrAction's default bone rendering of the 24 joints (rainbow bones).
 
 Both renderers are frozen and deterministic; cost on one CPU core at 56x56 is about 25 ms
@@ -91,13 +97,29 @@ def _mesh_model():
     return BodyModel("smpl")
 
 
-@lru_cache(maxsize=8)
-def _mesh_renderer(image_size: int, vertex_stride: int) -> tuple[DrAction, torch.Tensor]:
+#: Colour factor of the back of each body part in the ``"mesh_shaded"`` style.
+BACK_SHADE = 0.5
+
+
+def mesh_colours(vertex_stride: int = 3, back_shade: float | None = BACK_SHADE) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(keep (V',), rgb (V', 3))``: the drawn vertices and their colours (module docstring);
+    ``back_shade=None`` leaves the back of each part unshaded (``"mesh"``)."""
     bm = _mesh_model()
     weights = bm.smpl.lbs_weights.detach()  # (V, 24)
     keep = torch.arange(0, weights.shape[0], vertex_stride)
     part = weights[keep].argmax(-1)
     rgb = torch.tensor([_PART_RGB[n] for n in SMPL24_JOINTS])[part]
+    if back_shade is not None:
+        z = bm.smpl.v_template.detach()[keep, 2]
+        n = len(SMPL24_JOINTS)
+        centre = torch.zeros(n, dtype=z.dtype).scatter_add_(0, part, z) / torch.bincount(part, minlength=n).clamp_min(1)
+        rgb = torch.where((z < centre[part])[:, None], back_shade * rgb, rgb)
+    return keep, rgb
+
+
+@lru_cache(maxsize=8)
+def _mesh_renderer(image_size: int, vertex_stride: int, back_shade: float | None) -> tuple[DrAction, torch.Tensor]:
+    keep, rgb = mesh_colours(vertex_stride, back_shade)
     fmt = custom_format([], num_joints=len(keep), name="standin_mesh")
     r = DrAction(fmt, image_size=image_size, num_frames=1, learnable=False, nfm=False,
                  scales=(0.075, 0.7, 0.1), seed=0).eval()  # fmt: skip
@@ -142,8 +164,8 @@ def render_people(
     """
     from posrft.render import to_pil
 
-    if style not in ("mesh", "skeleton"):
-        raise ValueError(f"style must be 'mesh' or 'skeleton', got {style!r}")
+    if style not in ("mesh", "mesh_shaded", "skeleton"):
+        raise ValueError(f"style must be 'mesh', 'mesh_shaded' or 'skeleton', got {style!r}")
     pose = torch.as_tensor(np.asarray(pose), dtype=torch.float32)
     joints = torch.as_tensor(np.asarray(joints), dtype=torch.float32)
     if pose.ndim != 2 or pose.shape[1] != 72 or joints.shape != (len(pose), 24, 3):
@@ -155,8 +177,8 @@ def render_people(
     images, cams = [], []
     for s in range(0, len(pose), batch):
         p, j = pose[s : s + batch], joints[s : s + batch]
-        if style == "mesh":
-            r, keep = _mesh_renderer(image_size, vertex_stride)
+        if style != "skeleton":
+            r, keep = _mesh_renderer(image_size, vertex_stride, BACK_SHADE if style == "mesh_shaded" else None)
             verts = mesh_vertices(p, 1)[:, keep]
             cam = sample_cameras(torch.cat([verts, j], 1), gen, image_size=image_size)
             img = r(verts[:, None], camera=cam)[:, 0]

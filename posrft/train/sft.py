@@ -1,9 +1,10 @@
 """SFT warm-up: response cross-entropy + a pose loss at ``<POSE>`` (same launch path as HyGRPO).
 
-    L = w_text · CE(response tokens) + w_pose · L_pose,
+    L = w_text · CE(response tokens) + w_pose · L_pose + w_joint · L_joint,
     L_pose = -1/D Σ_d log N(p*_d; μ_d, σ_d²)       (pose_loss="nll": trains μ and σ)
            = 1/D ‖μ - p*‖²                          (pose_loss="l2": deterministic baseline)
            (and "l2_nll", "beta_nll": see :func:`pose_loss_per_sample`)
+    L_joint = 1/24 Σ_j ‖FK(μ)_j - FK(p*)_j‖          (metres; off unless pose_joint_loss_weight > 0)
 
 averaged over the samples whose target contains ``<POSE>``. Each optimizer step consumes
 ``per_device_train_batch_size × num_processes × gradient_accumulation_steps`` rows drawn by a
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from accelerate.utils import set_seed
 
+from posrft.body.pose import PoseToJoints
 from posrft.data.splits import load_split
 from posrft.policy.pose_head import PoseDistribution
 from posrft.policy.prompts import encode_prompts
@@ -68,6 +70,14 @@ def sft_losses(policy_out: Any, completion_mask: torch.Tensor, gt_pose: torch.Te
     return text, pose, int(valid.sum())
 
 
+def joint_loss(mean: torch.Tensor, gt_pose: torch.Tensor, valid: torch.Tensor, fk: PoseToJoints) -> torch.Tensor:
+    """Mean per-joint position error (metres) of μ ``(N, D)`` against p* ``(N, D)``, both posed by
+    ``fk`` (pelvis at rest, so the error is pelvis-aligned MPJPE), averaged over the ``valid`` rows."""
+    err = (fk(mean.float()) - fk(gt_pose.float())).norm(dim=-1).mean(-1)
+    w = valid.to(err.dtype)
+    return (err * w).sum() / w.sum().clamp(min=1)
+
+
 @torch.no_grad()
 def fit_pose_head_input(policy: Any, data: Any, use_images: bool, rows: int = 256, batch: int = 16) -> None:
     """Fit the pose head's input normalisation to the ``<POSE>`` hidden states of the first
@@ -113,6 +123,7 @@ def run_sft(cfg: SFTConfig) -> Path:
     if cfg.num_train_epochs is not None:
         total = max(1, math.ceil(cfg.num_train_epochs * len(data) / (bs * world * cfg.gradient_accumulation_steps)))
     dim = policy.config.pose_dim
+    fk = PoseToJoints(cfg.body_model_dir).to(acc.device) if cfg.pose_joint_loss_weight > 0 else None
     learner = Learner(cfg, acc, policy, run_name="sft", total_steps=total)
     sampler = PromptSampler(len(data), cfg.seed)
     step, _ = learner.resume(sampler)
@@ -122,6 +133,8 @@ def run_sft(cfg: SFTConfig) -> Path:
         t0 = time.perf_counter()
         k = cfg.gradient_accumulation_steps
         sums = {"loss/sft_text": 0.0, "loss/sft_pose": 0.0, "pose/valid_frac": 0.0, "pose/sigma": 0.0}
+        if fk is not None:
+            sums["loss/sft_joints"] = 0.0
         for _ in range(k):
             rows = data.select(sampler.next(bs * world)[rank * bs:(rank + 1) * bs])
             prompts, completions = rows["prompt"], rows["completion"]
@@ -137,7 +150,12 @@ def run_sft(cfg: SFTConfig) -> Path:
                 text, pose, n_valid = sft_losses(out, comp_mask.to(out.token_logps.device),
                                                  gt.to(out.token_logps.device), cfg.pose_loss,
                                                  cfg.beta_nll_beta)  # fmt: skip
-                learner.backward(cfg.text_loss_weight * text + cfg.pose_loss_weight * pose)
+                loss = cfg.text_loss_weight * text + cfg.pose_loss_weight * pose
+                if fk is not None:
+                    joints = joint_loss(out.pose_dist.mean, gt.to(out.pose_dist.mean.device), out.pose_valid, fk)
+                    loss = loss + cfg.pose_joint_loss_weight * joints
+                    sums["loss/sft_joints"] += joints.item() / k
+                learner.backward(loss)
             sums["loss/sft_text"] += text.item() / k
             sums["loss/sft_pose"] += pose.item() / k
             sums["pose/valid_frac"] += n_valid / bs / k
