@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from probe_vision import LAMBDAS, DualRidge, _errors
 
-HEADS = 100  # rows of the reported split
+EVAL_ROWS = 100  # rows of val and test scored
 
 
 def _yaw(joints: torch.Tensor) -> torch.Tensor:
@@ -132,8 +132,8 @@ def main() -> None:
 
     data = load_from_disk(args.data)
     fk = pose_to_joints()
-    rows = {"train": data["train"].select(range(args.train)), "val": data["val"].select(range(HEADS)),
-            "test": data["test"].select(range(HEADS))}  # fmt: skip
+    rows = {"train": data["train"].select(range(args.train)), "val": data["val"].select(range(EVAL_ROWS)),
+            "test": data["test"].select(range(EVAL_ROWS))}  # fmt: skip
     gt6d = {k: torch.tensor(v["gt_pose_6d"], dtype=torch.float32) for k, v in rows.items()}
     gt = {k: torch.tensor(v["gt_joints"], dtype=torch.float64) for k, v in rows.items()}
     mean6d = torch.tensor(np.asarray(data["train"]["gt_pose_6d"], dtype=np.float32).mean(0))
