@@ -76,6 +76,44 @@ def test_one_step_changes_only_trainable_params(tiny_policy):
     assert any(n.startswith("pose_head.") for n in changed)
 
 
+def test_projector_learning_rate_moves_the_projector_that_much(tiny_policy):
+    """Adam's first step moves a parameter with a nonzero gradient by its group's lr (up to ε):
+    the projector by projector_learning_rate, the LoRA B matrices by learning_rate."""
+    from posrft.train.common import policy_param_groups
+    from posrft.train.config import SFTConfig
+
+    apply_lora(tiny_policy, r=4, alpha=8)
+    cfg = SFTConfig(model_name_or_path="m", dataset_path="d", use_peft=True, learning_rate=1e-2,
+                    projector_learning_rate=1e-4)
+    groups = policy_param_groups(cfg, tiny_policy)
+    assert [g["lr"] for g in groups] == [1e-2, 1e-4]
+    names = {id(p): n for n, p in tiny_policy.named_parameters()}
+    assert {names[id(p)] for p in groups[1]["params"]} == {
+        n for n in trainable_parameter_names(tiny_policy) if "multi_modal_projector" in n}
+    before = {n: p.detach().clone() for n, p in tiny_policy.named_parameters() if p.requires_grad}
+    opt = torch.optim.Adam(groups)
+    out = _run(tiny_policy)
+    (-(out.token_logps.sum() + out.pose_logp.sum())).backward()
+    opt.step()
+    step = {n: (p.detach() - before[n]).abs().max().item() for n, p in tiny_policy.named_parameters()
+            if p.requires_grad}
+    proj = [v for n, v in step.items() if "multi_modal_projector" in n]
+    lora_b = [v for n, v in step.items() if "lora_B" in n]
+    assert max(proj) == pytest.approx(1e-4, rel=1e-2)
+    assert max(lora_b) == pytest.approx(1e-2, rel=1e-2)
+
+
+@pytest.mark.parametrize("fields, match", [
+    (dict(projector_learning_rate=0.0), "projector_learning_rate must be > 0"),
+    (dict(projector_learning_rate=1e-4, train_projector=False), "train_projector is false"),
+])
+def test_projector_learning_rate_checks_name_the_field(fields, match):
+    from posrft.train.config import SFTConfig
+
+    with pytest.raises(ValueError, match=match):
+        SFTConfig(model_name_or_path="m", dataset_path="d", **fields)
+
+
 def test_disable_adapter_gives_the_pre_lora_reference(tiny_policy, tiny_model_dir):
     reference = _run(PosePolicy.from_pretrained(tiny_model_dir))
     apply_lora(tiny_policy, r=4, alpha=8)

@@ -31,7 +31,7 @@ from posrft.skeleton.inputs import encode_targets
 from posrft.skeleton.model import RendererSettings, SkeletonLLM
 from posrft.skeleton.stages import make_source
 from posrft.train.accelerator import make_accelerator
-from posrft.train.common import gather_mean
+from posrft.train.common import gather_mean, projector_groups
 from posrft.train.data import PromptSampler
 from posrft.train.loop import Learner
 
@@ -46,13 +46,13 @@ def renderer_settings(cfg: SkeletonConfig) -> RendererSettings:
 
 
 def parameter_groups(cfg: SkeletonConfig, model: SkeletonLLM) -> list[dict]:
-    """AdamW groups: the renderer at ``renderer_learning_rate``, the rest at ``learning_rate``
-    (empty groups left out)."""
+    """AdamW groups: the renderer at ``renderer_learning_rate``, the projector at
+    ``projector_learning_rate`` when set, the rest at ``learning_rate`` (empty groups left out)."""
     groups = []
     if model.renderer_parameters():
         groups.append({"params": model.renderer_parameters(), "lr": cfg.renderer_learning_rate})
-    if model.model_parameters():
-        groups.append({"params": model.model_parameters(), "lr": cfg.learning_rate})
+    groups += projector_groups(model.lm.named_parameters(), model.family.is_projector,
+                               cfg.learning_rate, cfg.projector_learning_rate)
     if not groups:
         raise ValueError(f"train_parts={cfg.train_parts!r}: no trainable parameters")
     return groups

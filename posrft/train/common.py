@@ -45,6 +45,29 @@ def build_policy(cfg: BaseTrainConfig) -> PosePolicy:
     return policy
 
 
+def projector_groups(named_params, is_projector, lr: float, projector_lr: float | None) -> list[dict]:
+    """AdamW groups over the trainable ``named_params``: the projector's (``is_projector(name)``)
+    at ``projector_lr``, everything else at ``lr`` (first, so a learner's logged ``lr`` is the
+    main one). ``projector_lr=None``: one group at ``lr``. Empty groups are left out."""
+    rest, proj = [], []
+    for name, p in named_params:
+        if p.requires_grad:
+            (proj if projector_lr is not None and is_projector(name) else rest).append(p)
+    groups = [{"params": rest, "lr": lr}]
+    if proj:
+        groups.append({"params": proj, "lr": projector_lr})
+    return [g for g in groups if g["params"]]
+
+
+def policy_param_groups(cfg: BaseTrainConfig, policy: PosePolicy) -> list[dict]:
+    """The policy's AdamW groups under ``cfg`` (``projector_learning_rate``, :func:`projector_groups`)."""
+    groups = projector_groups(policy.named_parameters(), policy.family.is_projector,
+                              cfg.learning_rate, cfg.projector_learning_rate)
+    if cfg.projector_learning_rate is not None and len(groups) < 2 and policy.multimodal:
+        raise ValueError("projector_learning_rate is set but no projector parameter trains")
+    return groups
+
+
 def export_policy(learner: "Learner", out: Path, merge: bool) -> Path:
     """Write the trained policy with ``save_pretrained`` (rank 0; collective under ZeRO-3);
     a LoRA policy is merged into a copy first when ``merge``."""

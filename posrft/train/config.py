@@ -88,6 +88,9 @@ class BaseTrainConfig:
         "keeps <POSE>'s initial row and rarely learns to emit it."))  # fmt: skip
     train_projector: bool = field(default=True, **_help("Train the multimodal projector (with "
         "use_peft, as a PEFT modules_to_save copy; without, it follows freeze_vision_tower)."))  # fmt: skip
+    projector_learning_rate: Optional[float] = field(default=None, **_help("Learning rate of the "
+        "multimodal projector when it trains (default: learning_rate). Lower keeps more of what "
+        "the pretrained projector passes on while the LoRA learns to read it."))  # fmt: skip
     freeze_vision_tower: bool = field(default=True, **_help("Keep the vision encoder frozen."))
 
     # ---- bookkeeping
@@ -116,6 +119,11 @@ class BaseTrainConfig:
                      "logging_steps"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.projector_learning_rate is not None:
+            if not self.projector_learning_rate > 0:
+                raise ValueError(f"projector_learning_rate must be > 0, got {self.projector_learning_rate}")
+            if not self.train_projector:
+                raise ValueError("projector_learning_rate is set but train_projector is false")
         for name in ("save_steps", "warmup_steps", "pose_grid_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

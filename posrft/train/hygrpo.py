@@ -42,7 +42,7 @@ from accelerate.utils import set_seed
 from posrft.body.pose import pose_to_joints
 from posrft.data.splits import load_split
 from posrft.train.accelerator import gathered_parameters, make_accelerator, zero_stage
-from posrft.train.common import build_policy, export_policy, gather_mean
+from posrft.train.common import build_policy, export_policy, gather_mean, policy_param_groups
 from posrft.train.config import HyGRPOConfig
 from posrft.train.data import PromptSampler
 from posrft.train.experience import Experience, build_experience, sampling_params
@@ -219,7 +219,8 @@ def run_hygrpo(cfg: HyGRPOConfig) -> Path:
                              "(reference = adapter disabled) or beta = pose_beta = 0")  # fmt: skip
         ref = copy.deepcopy(policy).requires_grad_(False).eval()
     learner = Learner(cfg, acc, policy, run_name="hygrpo", total_steps=cfg.max_steps,
-                      optimizer_steps_per_step=cfg.optimizer_steps_per_step)  # fmt: skip
+                      optimizer_steps_per_step=cfg.optimizer_steps_per_step,
+                      param_groups=policy_param_groups(cfg, policy))  # fmt: skip
     sampler = PromptSampler(len(data), cfg.seed)
     step, _ = learner.resume(sampler)
 

@@ -27,7 +27,7 @@ from posrft.data.splits import load_split
 from posrft.policy.pose_head import PoseDistribution
 from posrft.policy.prompts import encode_prompts
 from posrft.train.accelerator import make_accelerator
-from posrft.train.common import build_policy, export_policy, gather_mean
+from posrft.train.common import build_policy, export_policy, gather_mean, policy_param_groups
 from posrft.train.config import SFTConfig
 from posrft.train.data import PromptSampler, encode_completions
 from posrft.train.loop import Learner
@@ -124,7 +124,8 @@ def run_sft(cfg: SFTConfig) -> Path:
         total = max(1, math.ceil(cfg.num_train_epochs * len(data) / (bs * world * cfg.gradient_accumulation_steps)))
     dim = policy.config.pose_dim
     fk = PoseToJoints(cfg.body_model_dir).to(acc.device) if cfg.pose_joint_loss_weight > 0 else None
-    learner = Learner(cfg, acc, policy, run_name="sft", total_steps=total)
+    learner = Learner(cfg, acc, policy, run_name="sft", total_steps=total,
+                      param_groups=policy_param_groups(cfg, policy))
     sampler = PromptSampler(len(data), cfg.seed)
     step, _ = learner.resume(sampler)
     model = learner.model
