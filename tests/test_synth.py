@@ -209,3 +209,35 @@ def test_mesh_shaded_style_darkens_the_back_so_front_and_back_views_differ():
     assert abs(back - front) < 0.1 * front
     front, back = brightness("mesh_shaded")
     assert back < 0.8 * front
+
+
+@pytest.mark.parametrize("yaw_deg, key", [(0.0, "front"), (60.0, "right"), (170.0, "back"),
+                                          (-100.0, "left"), (-179.0, "back")])
+def test_view_phrase_is_the_heading_bin_in_picture_terms(yaw_deg, key):
+    """The rest body turned by θ about the vertical has heading θ (closed form); a point ahead
+    of a body facing "right" projects to the right of its pelvis in the data's own camera."""
+    from posrft.data.views import VIEW_PHRASES, facing_yaw_deg, render_people, view_phrases
+
+    pose = torch.zeros(1, 72)
+    pose[0, 1] = np.deg2rad(yaw_deg)
+    joints = pose_joints(pose)
+    assert facing_yaw_deg(joints).item() == pytest.approx(yaw_deg, abs=1e-3)
+    assert view_phrases(joints) == [VIEW_PHRASES[key]]
+    if key in ("left", "right"):
+        _, cam = render_people(pose, joints, seed=0, image_size=32)
+        ahead = joints[:, :1] + 0.5 * torch.tensor([np.sin(np.deg2rad(yaw_deg)), 0.0, np.cos(np.deg2rad(yaw_deg))])
+        uv, _ = cam.project(torch.cat([joints[:, :1], ahead], 1).double())
+        assert (uv[0, 1, 0] > uv[0, 0, 0]) == (key == "right")
+
+
+def test_view_text_opens_each_answer_with_its_heading(tmp_path):
+    dd = synth.build_image2pose(4, 1, 1, seed=0, image_size=32, view_text=True)
+    plain = synth.build_image2pose(4, 1, 1, seed=0, image_size=32)
+    from posrft.data.views import view_phrases
+
+    for split in dd:
+        phrases = view_phrases(torch.tensor(dd[split]["gt_joints"]))
+        for row, base, phrase in zip(dd[split], plain[split], phrases):
+            text, base_text = row["completion"][0]["content"][0]["text"], base["completion"][0]["content"][0]["text"]
+            assert text == f"{phrase} {base_text}" and text.count(synth.POSE_TOKEN) == 1
+            assert np.array_equal(np.asarray(row["images"][0]), np.asarray(base["images"][0]))

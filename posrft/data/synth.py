@@ -207,10 +207,12 @@ def add_text_prompts(rows: dict, seed: int) -> dict:
 
 
 def add_pictures(rows: dict, joints: torch.Tensor, seed: int, image_size: int = 56,
-                 style: str = "mesh") -> dict:  # fmt: skip
+                 style: str = "mesh", view_text: bool = False) -> dict:  # fmt: skip
     """Image->pose ``images``, ``prompt``, ``completion``, ``camera`` and ``keypoints_2d``
-    columns for the poses ``rows["gt_pose"]`` with joints (N, 24, 3), in place."""
-    from posrft.data.views import render_people
+    columns for the poses ``rows["gt_pose"]`` with joints (N, 24, 3), in place. ``view_text``:
+    each completion starts with the sentence of the body's heading
+    (:func:`posrft.data.views.view_phrases`)."""
+    from posrft.data.views import render_people, view_phrases
 
     if int(image_size) != image_size or image_size < 8:
         raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}")
@@ -226,6 +228,8 @@ def add_pictures(rows: dict, joints: torch.Tensor, seed: int, image_size: int = 
         for i in range(n)
     ]  # fmt: skip
     rows["completion"] = [_assistant(_choice(RESPONSES, seed, i, 2)) for i in range(n)]
+    if view_text:
+        add_view_text(rows["completion"], view_phrases(joints))
     rows["camera"] = [
         {"fx": cam.fx, "fy": cam.fy, "cx": cam.cx, "cy": cam.cy, "width": cam.width,
          "height": cam.height, "R": cam.R[i].tolist(), "t": cam.t[i].tolist()}
@@ -233,6 +237,14 @@ def add_pictures(rows: dict, joints: torch.Tensor, seed: int, image_size: int = 
     ]  # fmt: skip
     rows["keypoints_2d"] = uv.float().numpy().tolist()
     return rows
+
+
+def add_view_text(completions: list, phrases: list[str]) -> list:
+    """Put ``phrases[i]`` in front of the text of completion ``i`` (chat messages), in place."""
+    for msgs, phrase in zip(completions, phrases, strict=True):
+        part = msgs[-1]["content"][-1]
+        part["text"] = f"{phrase} {part['text']}"
+    return completions
 
 
 def build_text2pose(
@@ -259,14 +271,16 @@ def build_image2pose(
     *,
     image_size: int = 56,
     style: str = "mesh",
+    view_text: bool = False,
     prior_version: int = 2,
     captioner_version: int = 2,
 ) -> DatasetDict:
-    """The image->pose dataset (module docstring); pictures from :mod:`posrft.data.views`."""
+    """The image->pose dataset (module docstring); pictures from :mod:`posrft.data.views`;
+    ``view_text``: completions open with the heading sentence (:func:`add_pictures`)."""
     _check_sizes(n_train, n_val, n_test)
     n = n_train + n_val + n_test
     rows, joints = _base_rows(n, seed, 180.0, prior_version, captioner_version)
-    add_pictures(rows, joints, seed, image_size, style)
+    add_pictures(rows, joints, seed, image_size, style, view_text)
     dd = split_rows(rows, IMAGE2POSE_FEATURES, (n_train, n_val, n_test))
     if out_dir is not None:
         save_dataset(dd, out_dir)
@@ -312,7 +326,7 @@ def synth_dataset(
     """``posrft data synth --task T --n N --out DIR --seed S``: build and save one dataset.
 
     ``splits``: train/val/test fractions of ``n``, or three explicit sizes. Extra keywords go
-    to the builder (``image_size``, ``style`` for image2pose).
+    to the builder (``image_size``, ``style``, ``view_text`` for image2pose).
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")

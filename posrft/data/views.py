@@ -97,6 +97,34 @@ def _mesh_model():
     return BodyModel("smpl")
 
 
+#: The view sentence of each heading bin (:func:`view_phrases`), in picture terms.
+VIEW_PHRASES = {
+    "front": "The person faces the camera.",
+    "right": "The person faces the right of the picture.",
+    "back": "The person faces away from the camera.",
+    "left": "The person faces the left of the picture.",
+}
+
+
+def facing_yaw_deg(joints: torch.Tensor) -> torch.Tensor:
+    """Heading (N,) in degrees of bodies with joints ``(N, 24, 3)`` (SMPL-24 order, y up):
+    the angle of ``f = (J_left_hip - J_right_hip) x up`` about the vertical, measured from +z
+    (towards the camera, 0) to +x (the picture's right, +90). The rest pose faces +z: 0."""
+    lat = joints[:, 1] - joints[:, 2]
+    # f = lat x (0, 1, 0) = (-lat_z, 0, lat_x)
+    return torch.rad2deg(torch.atan2(-lat[:, 2], lat[:, 0]))
+
+
+def view_phrases(joints: torch.Tensor) -> list[str]:
+    """One :data:`VIEW_PHRASES` sentence per body: the 90-degree bin its heading falls in
+    (front: |yaw| < 45, right: 45 <= yaw < 135, left: -135 <= yaw < -45, back: the rest)."""
+    out = []
+    for y in facing_yaw_deg(joints).tolist():
+        key = "front" if abs(y) < 45 else "right" if 45 <= y < 135 else "left" if -135 <= y < -45 else "back"
+        out.append(VIEW_PHRASES[key])
+    return out
+
+
 #: Colour factor of the back of each body part in the ``"mesh_shaded"`` style.
 BACK_SHADE = 0.5
 
