@@ -112,3 +112,26 @@ def test_bad_input_names_the_problem(tiny_model_dir, text2pose_dir, kwargs, erro
     task = kwargs.pop("task")
     with pytest.raises(error, match=match):
         evaluate_model(tiny_model_dir, text2pose_dir, task, **kwargs)
+
+
+def test_heading_and_view_text_metrics():
+    """Rest bodies turned by known yaws: heading_within_45 counts |Δyaw| < 45° (across the ±180°
+    wrap), view_text_accuracy counts answers holding the true view sentence; plain answers
+    report no view accuracy."""
+    from posrft.data.skeleton import pose_joints
+    from posrft.data.views import VIEW_PHRASES
+    from posrft.eval.pose_eval import Predictions, pose_metrics
+
+    def turned(deg):
+        pose = torch.zeros(len(deg), 72, dtype=torch.float64)
+        pose[:, 1] = torch.deg2rad(torch.tensor(deg, dtype=torch.float64))
+        return pose_joints(pose)
+
+    gt, pred = turned([0.0, 170.0, 90.0, -60.0]), turned([30.0, -170.0, 150.0, 100.0])  # Δ 30, 20, 60, 160
+    texts = [f"{VIEW_PHRASES['front']} <POSE>", f"{VIEW_PHRASES['front']} <POSE>",
+             f"{VIEW_PHRASES['right']} <POSE>", "<POSE>"]
+    res = pose_metrics(Predictions(torch.zeros(4, 132), torch.ones(4, dtype=torch.bool), pred, gt, texts))
+    assert res["heading_within_45"] == pytest.approx(0.5)
+    assert res["view_text_accuracy"] == pytest.approx(0.5)  # rows 0 and 2 state the true view
+    plain = pose_metrics(Predictions(torch.zeros(4, 132), torch.ones(4, dtype=torch.bool), pred, gt, ["<POSE>"] * 4))
+    assert "view_text_accuracy" not in plain

@@ -5,6 +5,11 @@ the samples whose answer contains ``<POSE>`` (``valid_rate`` says how many):
 
     MPJPE    = mean_i mean_j ‖(J_ij − J_i0) − (Ĵ_ij − Ĵ_i0)‖        (pelvis-aligned)
     PA-MPJPE = the same after a similarity Procrustes alignment (roma)
+
+and the heading (:func:`posrft.data.views.facing_yaw_deg`, the hips' facing about the vertical):
+``heading_within_45`` is the share of valid samples whose predicted heading is within 45° of the
+truth. When the answers state the view (data built with ``view_text``), ``view_text_accuracy`` is
+the share of answers that contain the true view sentence.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from torch import Tensor
 
 from posrft.body.pose import pose_to_joints
 from posrft.data.splits import load_split
+from posrft.data.views import VIEW_PHRASES, facing_yaw_deg, view_phrases
 from posrft.eval.answer_format import format_ok
 from posrft.eval.metrics import mpjpe, pa_mpjpe
 
@@ -63,8 +69,13 @@ def pose_metrics(pred: Predictions) -> dict[str, Any]:
         p, g = pred.joints.double()[v], pred.gt_joints.double()[v]
         result["mpjpe_mm"] = float(mpjpe(p, g).mean()) * 1000
         result["pa_mpjpe_mm"] = float(pa_mpjpe(p, g).mean()) * 1000
+        err = (facing_yaw_deg(p) - facing_yaw_deg(g) + 180.0) % 360.0 - 180.0
+        result["heading_within_45"] = float((err.abs() < 45.0).float().mean())
     else:
-        result["mpjpe_mm"] = result["pa_mpjpe_mm"] = float("nan")
+        result["mpjpe_mm"] = result["pa_mpjpe_mm"] = result["heading_within_45"] = float("nan")
+    if any(phrase in t for t in pred.texts for phrase in VIEW_PHRASES.values()):
+        truth = view_phrases(pred.gt_joints)
+        result["view_text_accuracy"] = sum(v in t for v, t in zip(truth, pred.texts)) / max(n, 1)
     return result
 
 
