@@ -11,6 +11,8 @@ For each policy folder, on ``--split`` (val by default; greedy answers, pose = �
 * the heading: yaw of the hips' normal about the vertical for prediction and truth; quantiles of
   the absolute yaw error (degrees) and the correlation of cos / sin of the two yaws (``cos``:
   front vs back, ``sin``: facing left vs right);
+* ``image_sensitivity``: how far μ moves when a prompt gets another row's picture, against how
+  far μ varies across rows (teacher-forced, 16 rows), and the image tokens per prompt;
 * ridge probes (λ picked on ``--split``, reported on test; ``--train`` training rows): from the
   16 image tokens the language model receives (the projector's output, concatenated, and their
   mean) and from the ``<POSE>`` hidden state after decoder layers 0, 4, ..., and the last
@@ -115,6 +117,31 @@ def ridge_probe(feats: dict[str, dict[str, np.ndarray]], y_train: np.ndarray, gt
     return result
 
 
+@torch.no_grad()
+def image_sensitivity(policy: Any, rows: Any, n: int = 16) -> dict[str, Any]:
+    """Does the picture reach μ? Teacher-forced on the reference answers of the first ``n`` rows:
+    μ's spread across rows (mean over dimensions of the std) against the mean |Δμ| when each
+    prompt gets the next row's picture instead of its own; and the image tokens per prompt."""
+    rows = rows.select(range(n))
+    tok = policy.processing.tokenizer
+    comp = tok([c[0]["content"][0]["text"] for c in rows["completion"]], return_tensors="pt",
+               padding=True, add_special_tokens=False)
+    images = [r[0] for r in rows["images"]]
+
+    def mu(pictures):
+        enc = policy.encode(rows["prompt"], [[im] for im in pictures])
+        out = policy.forward_logprobs(enc.input_ids, enc.attention_mask, comp.input_ids,
+                                      comp.attention_mask, mm_inputs=enc.mm_inputs)
+        return enc, out.pose_dist.mean.float()
+
+    enc, own = mu(images)
+    _, other = mu(images[1:] + images[:1])
+    counts = (enc.input_ids == policy.hf_model.config.image_token_index).sum(1)
+    return {"mu_spread": round(float(own.std(0).mean()), 4),
+            "mu_shift_other_image": round(float((own - other).abs().mean()), 4),
+            "image_tokens_per_prompt": sorted(set(counts.tolist()))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+")
@@ -149,6 +176,7 @@ def main() -> None:
             pred = predict_poses(policy, rows[args.split], n)
         r: dict[str, Any] = swaps(pred.pose6d, gt6d[args.split], gt[args.split], fk)
         r["heading"] = heading_stats(pred.joints.double(), gt[args.split])
+        r["image_sensitivity"] = image_sensitivity(policy, rows[args.split])
         if not args.no_probe:
             last = len(policy.model.get_decoder().layers) - 1
             layers = sorted({*range(0, last, 4), last})
