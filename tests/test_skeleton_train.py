@@ -210,3 +210,25 @@ def test_a_teacher_endpoint_that_does_not_answer_fails_clearly(tmp_path, tiny_mo
     cfg = _cfg(tiny_model_dir, action_dir, tmp_path / "c", stage="crdistill", teacher=teacher)
     with pytest.raises(TeacherError, match=f"127.0.0.1:{port}|connect|refused"):
         run_skeleton(cfg)
+
+
+def test_parameter_groups_give_the_projector_its_own_rate(tiny_model_dir):
+    """renderer at renderer_learning_rate, projector at projector_learning_rate, LoRA (and the
+    rest) at learning_rate; together exactly the trainable parameters, each once."""
+    from posrft.skeleton.model import RendererSettings, SkeletonLLM
+    from posrft.skeleton.train import parameter_groups
+
+    model = SkeletonLLM.from_pretrained(tiny_model_dir, RendererSettings(num_frames=2))
+    model.set_train_parts({"renderer", "projector", "lora"})
+    cfg = SkeletonConfig(model_name_or_path="m", output_dir="o", learning_rate=1e-3,
+                         renderer_learning_rate=5e-2, projector_learning_rate=1e-4)
+    groups = parameter_groups(cfg, model)
+    assert [g["lr"] for g in groups] == [5e-2, 1e-3, 1e-4]
+    names = {id(p): n for n, p in model.named_parameters()}
+    proj = {names[id(p)] for p in groups[2]["params"]}
+    assert proj and all("multi_modal_projector" in n for n in proj)
+    assert not any("multi_modal_projector" in names[id(p)] for p in groups[1]["params"])
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == sum(p.requires_grad for p in model.parameters())
+    single = parameter_groups(SkeletonConfig(model_name_or_path="m", output_dir="o"), model)
+    assert len(single) == 2  # no projector rate: projector and LoRA share learning_rate
