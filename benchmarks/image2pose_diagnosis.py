@@ -37,9 +37,10 @@ EVAL_ROWS = 100  # rows of val and test scored
 
 
 def _yaw(joints: torch.Tensor) -> torch.Tensor:
-    """(N, 24, 3) → (N,) heading: the hips' left-to-right axis turned into a forward direction."""
-    lat = joints[:, 1] - joints[:, 2]
-    return torch.atan2(lat[:, 2], -lat[:, 0])
+    """(N, 24, 3) → (N,) heading in radians (:func:`posrft.data.views.facing_yaw_deg`)."""
+    from posrft.data.views import facing_yaw_deg
+
+    return torch.deg2rad(facing_yaw_deg(joints))
 
 
 def heading_stats(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, Any]:
