@@ -103,6 +103,16 @@ def test_projector_learning_rate_moves_the_projector_that_much(tiny_policy):
     assert max(lora_b) == pytest.approx(1e-2, rel=1e-2)
 
 
+def test_projector_learning_rate_on_a_text_only_model_is_an_error(tiny_text_model_dir):
+    from posrft.train.common import policy_param_groups
+    from posrft.train.config import SFTConfig
+
+    policy = PosePolicy.from_pretrained(tiny_text_model_dir)
+    cfg = SFTConfig(model_name_or_path="m", dataset_path="d", projector_learning_rate=1e-4)
+    with pytest.raises(ValueError, match="projector_learning_rate is set but the model is text-only"):
+        policy_param_groups(cfg, policy)
+
+
 @pytest.mark.parametrize("fields, match", [
     (dict(projector_learning_rate=0.0), "projector_learning_rate must be > 0"),
     (dict(projector_learning_rate=1e-4, train_projector=False), "train_projector is false"),

@@ -63,8 +63,9 @@ def policy_param_groups(cfg: BaseTrainConfig, policy: PosePolicy) -> list[dict]:
     """The policy's AdamW groups under ``cfg`` (``projector_learning_rate``, :func:`projector_groups`)."""
     groups = projector_groups(policy.named_parameters(), policy.family.is_projector,
                               cfg.learning_rate, cfg.projector_learning_rate)
-    if cfg.projector_learning_rate is not None and len(groups) < 2 and policy.multimodal:
-        raise ValueError("projector_learning_rate is set but no projector parameter trains")
+    if cfg.projector_learning_rate is not None and len(groups) < 2:
+        what = "the model is text-only" if not policy.multimodal else "no projector parameter trains"
+        raise ValueError(f"projector_learning_rate is set but {what}")
     return groups
 
 
