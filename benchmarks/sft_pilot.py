@@ -19,6 +19,17 @@ import torch
 from pose_rft_table import SETTINGS
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """``["name=JSON", ...]`` → ``{name: value}``; an item without ``=`` stops the run, naming it."""
+    over = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"override {item!r}: expected FIELD=JSON")
+        over[key] = json.loads(value)
+    return over
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--start", required=True, help="policy folder to fine-tune")
@@ -34,12 +45,7 @@ def main() -> None:
     from posrft.train.sft import run_sft
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    over = {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"override {item!r}: expected FIELD=JSON")
-        over[key] = json.loads(value)
+    over = parse_overrides(args.overrides)
     cfg = {**SETTINGS["pretrained"]["sft"], "max_steps": args.steps, **over}
     t = time.perf_counter()
     run_sft(SFTConfig(model_name_or_path=args.start, dataset_path=args.data, output_dir=args.out, seed=0,

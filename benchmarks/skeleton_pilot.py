@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from sft_pilot import parse_overrides  # noqa: E402
 from skeleton_table import COMMON, PARTS, PLANS  # noqa: E402
 
 
@@ -44,12 +45,7 @@ def main(argv=None) -> int:
     from posrft.skeleton.train import extra_unseen_sets, run_skeleton
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    over = {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"override {item!r}: expected FIELD=JSON")
-        over[key] = json.loads(value)
+    over = parse_overrides(args.overrides)
     plan = PLANS["full"]
     data = load_action_data("", formats=[COMMON["skeleton_format"], COMMON["cross_format"]],
                             class_split=COMMON["class_split"], clips_per_class=plan["clips_per_class"],
