@@ -255,9 +255,10 @@ class Task:
         rl_s = statistics.mean(r["train_s"] for r in rows["+hygrpo"])
         more = max(1, round(rl_s / rows["(b) sft_gaussian"]["step_s"]))  # as long as an RL run
         rows["+more_sft"] = [self.sft(f"more_sft_s{seed}", b, more, seed=seed, pose_loss="l2_nll") for seed in SEEDS]
-        rows["(a) sft_deterministic"] = self.sft("sft_deterministic", self.model0, steps, pose_loss="l2")
         over, seeds = variants["+grpo_text_only"]
-        rows["+grpo_text_only"] = [self.rl("+grpo_text_only", b, over, seed) for seed in seeds]
+        grpo = [self.rl("+grpo_text_only", b, over, seed) for seed in seeds]  # a criterion row: before (a)
+        rows["(a) sft_deterministic"] = self.sft("sft_deterministic", self.model0, steps, pose_loss="l2")
+        rows["+grpo_text_only"] = grpo
         for name in order[2:]:
             over, seeds = variants[name]
             rows[name] = [self.rl(name, b, over, seed) for seed in seeds]
