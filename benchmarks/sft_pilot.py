@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--eval", type=int, default=100, help="val rows scored")
+    ap.add_argument("--max-new-tokens", type=int, default=32,
+                    help="answer length at eval (answers that describe the body need ~96)")
     ap.add_argument("overrides", nargs="*", metavar="FIELD=JSON")
     args = ap.parse_args()
 
@@ -52,7 +54,8 @@ def main() -> None:
                       report_to=["none"], logging_steps=25, save_steps=50, save_total_limit=1,
                       resume_from_checkpoint="latest", **cfg))  # fmt: skip
     train_s = time.perf_counter() - t
-    val = evaluate_pose_policy(os.path.join(args.out, "final"), args.data, split="val", num_samples=args.eval)
+    val = evaluate_pose_policy(os.path.join(args.out, "final"), args.data, split="val", num_samples=args.eval,
+                               max_new_tokens=args.max_new_tokens)  # fmt: skip
     print(json.dumps({"overrides": over, "steps": args.steps, "train_s": round(train_s, 1), "val": val}))
 
 

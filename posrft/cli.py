@@ -88,7 +88,8 @@ def _data_synth(args: argparse.Namespace) -> None:
     else:
         from posrft.data.synth import synth_dataset
 
-        extra = ({"image_size": args.image_size, "style": args.style, "view_text": args.view_text}
+        extra = ({"image_size": args.image_size, "style": args.style, "view_text": args.view_text,
+                  "describe": args.describe}
                  if args.task == "image2pose" else {})  # fmt: skip
         dd = synth_dataset(args.task, n=args.n, out=args.out, seed=args.seed, **extra)
     sizes = ", ".join(f"{k}={len(v)}" for k, v in dd.items())
@@ -238,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the back of each part shaded, or bones")
     p.add_argument("--view-text", action="store_true", help="image2pose: each answer opens with "
                    "the person's heading in picture terms ('The person faces away from the camera.')")
+    p.add_argument("--describe", action="store_true", help="image2pose: each answer describes the "
+                   "body (the row's caption) before <POSE> (after the heading with --view-text)")
     p.add_argument("--formats", nargs="+", default=["smpl24"], help="actions: skeleton formats (smpl24 ntu25 ...)")
     p.add_argument("--num-frames", type=int, default=48, help="actions: frames per clip")
     p.set_defaults(handler=_data_synth)

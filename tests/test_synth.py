@@ -241,3 +241,17 @@ def test_view_text_opens_each_answer_with_its_heading(tmp_path):
             text, base_text = row["completion"][0]["content"][0]["text"], base["completion"][0]["content"][0]["text"]
             assert text == f"{phrase} {base_text}" and text.count(synth.POSE_TOKEN) == 1
             assert np.array_equal(np.asarray(row["images"][0]), np.asarray(base["images"][0]))
+
+
+def test_describe_states_the_caption_after_the_heading_and_before_the_pose(tmp_path):
+    both = synth.build_image2pose(4, 1, 1, seed=0, image_size=32, view_text=True, describe=True)
+    plain = synth.build_image2pose(4, 1, 1, seed=0, image_size=32)
+    from posrft.data.views import view_phrases
+
+    for split in both:
+        phrases = view_phrases(torch.tensor(both[split]["gt_joints"]))
+        for row, base, phrase in zip(both[split], plain[split], phrases):
+            text, base_text = row["completion"][0]["content"][0]["text"], base["completion"][0]["content"][0]["text"]
+            assert text == f"{phrase} {row['caption']} {base_text}"
+            assert text.index(row["caption"]) < text.index(synth.POSE_TOKEN) and text.count(synth.POSE_TOKEN) == 1
+            assert np.array_equal(np.asarray(row["images"][0]), np.asarray(base["images"][0]))

@@ -207,11 +207,13 @@ def add_text_prompts(rows: dict, seed: int) -> dict:
 
 
 def add_pictures(rows: dict, joints: torch.Tensor, seed: int, image_size: int = 56,
-                 style: str = "mesh", view_text: bool = False) -> dict:  # fmt: skip
+                 style: str = "mesh", view_text: bool = False, describe: bool = False) -> dict:  # fmt: skip
     """Image->pose ``images``, ``prompt``, ``completion``, ``camera`` and ``keypoints_2d``
     columns for the poses ``rows["gt_pose"]`` with joints (N, 24, 3), in place. ``view_text``:
     each completion starts with the sentence of the body's heading
-    (:func:`posrft.data.views.view_phrases`)."""
+    (:func:`posrft.data.views.view_phrases`). ``describe``: the completion states the row's
+    ``caption`` before ``<POSE>`` (after the heading sentence when both are on), so the answer
+    reads the picture in words first and the pose token can attend to that reading."""
     from posrft.data.views import render_people, view_phrases
 
     if int(image_size) != image_size or image_size < 8:
@@ -228,6 +230,8 @@ def add_pictures(rows: dict, joints: torch.Tensor, seed: int, image_size: int = 
         for i in range(n)
     ]  # fmt: skip
     rows["completion"] = [_assistant(_choice(RESPONSES, seed, i, 2)) for i in range(n)]
+    if describe:
+        add_view_text(rows["completion"], rows["caption"])
     if view_text:
         add_view_text(rows["completion"], view_phrases(joints))
     rows["camera"] = [
@@ -272,15 +276,17 @@ def build_image2pose(
     image_size: int = 56,
     style: str = "mesh",
     view_text: bool = False,
+    describe: bool = False,
     prior_version: int = 2,
     captioner_version: int = 2,
 ) -> DatasetDict:
     """The image->pose dataset (module docstring); pictures from :mod:`posrft.data.views`;
-    ``view_text``: completions open with the heading sentence (:func:`add_pictures`)."""
+    ``view_text``: completions open with the heading sentence; ``describe``: they state the
+    caption before ``<POSE>`` (:func:`add_pictures`)."""
     _check_sizes(n_train, n_val, n_test)
     n = n_train + n_val + n_test
     rows, joints = _base_rows(n, seed, 180.0, prior_version, captioner_version)
-    add_pictures(rows, joints, seed, image_size, style, view_text)
+    add_pictures(rows, joints, seed, image_size, style, view_text, describe)
     dd = split_rows(rows, IMAGE2POSE_FEATURES, (n_train, n_val, n_test))
     if out_dir is not None:
         save_dataset(dd, out_dir)
