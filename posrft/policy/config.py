@@ -30,6 +30,8 @@ class PosePolicyConfig:
     lora: the LoRA settings of a LoRA checkpoint (r, alpha, dropout, target module names...).
     sigma: how the head's σ is produced when not the learned default (``SigmaSettings`` fields:
         mode, value, min, max), e.g. set for RL.
+    image_token_norm: pin the L2 norm of every image token the projector emits to this value
+        (:mod:`posrft.policy.image_tokens`); ``None`` leaves the projector's output as it is.
     """
 
     pose_token: str = "<POSE>"
@@ -42,6 +44,7 @@ class PosePolicyConfig:
     base_model_path: str | None = None
     lora: dict | None = None
     sigma: dict | None = None
+    image_token_norm: float | None = None
 
     @property
     def sigma_settings(self) -> "SigmaSettings":

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from posrft.policy.families import LM_LINEAR, ModelFamily
+from posrft.policy.image_tokens import projector_module_names
 from posrft.policy.model import PosePolicy
 
 DEFAULT_TARGETS = LM_LINEAR
@@ -51,20 +52,6 @@ def language_model_linear_names(model: nn.Module, short_names: Sequence[str] | N
              and (short_names is None or name.rsplit(".", 1)[-1] in short_names)]
     if not names:
         raise ValueError(f"no linear layers named {list(short_names or [])} in the language model")
-    return names
-
-
-def projector_module_names(model: nn.Module, family: ModelFamily) -> list[str]:
-    """Full names of the family's projector modules in ``model`` (outermost matches; a
-    ``ModuleList`` of projectors stands for its members, which PEFT can wrap one by one)."""
-    names: list[str] = []
-    for name, module in model.named_modules():
-        if not name or not family.is_projector(name) or any(name.startswith(n + ".") for n in names):
-            continue
-        if isinstance(module, nn.ModuleList):
-            names += [f"{name}.{child}" for child, _ in module.named_children()]
-        else:
-            names.append(name)
     return names
 
 

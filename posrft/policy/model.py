@@ -33,6 +33,7 @@ from posrft.policy.config import (
     PosePolicyConfig,
 )
 from posrft.policy.families import ModelFamily, family_for_model_type
+from posrft.policy.image_tokens import set_image_token_norm
 from posrft.policy.logprobs import first_token_index, position_ids_from_mask, selective_log_softmax
 from posrft.policy.mm_inputs import MultimodalInputs
 from posrft.policy.pose_head import GaussianPoseHead, PoseDistribution, SigmaSettings
@@ -122,6 +123,11 @@ class PosePolicy(nn.Module):
             if self.pose_token_id in self.suppressed_token_ids:
                 raise ValueError(f"{self.config.pose_token!r} is also an image placeholder of the "
                                  f"model from {where}")
+        if self.config.image_token_norm is not None:
+            if not self.multimodal:
+                raise ValueError(f"image_token_norm={self.config.image_token_norm} but the model from "
+                                 f"{where} is text-only")  # fmt: skip
+            set_image_token_norm(self.model, self.family, self.config.image_token_norm)
         self.pad_token_id, self.eos_token_ids = self._special_ids(tokenizer)
         if pose_head is None:
             with torch.random.fork_rng(devices=[]):

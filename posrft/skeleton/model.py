@@ -39,7 +39,8 @@ from torch import Tensor, nn
 
 from posrft.policy.checkpoint import atomic_directory, load_module, save_module
 from posrft.policy.families import ModelFamily, family_for_model_type
-from posrft.policy.lora import DEFAULT_TARGETS, language_model_linear_names, projector_module_names
+from posrft.policy.image_tokens import projector_module_names
+from posrft.policy.lora import DEFAULT_TARGETS, language_model_linear_names
 from posrft.policy.model import load_hf
 from posrft.render.draction import DrAction
 from posrft.skeleton.reader import (
