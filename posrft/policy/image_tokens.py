@@ -38,12 +38,17 @@ def projector_module_names(model: nn.Module, family: ModelFamily) -> list[str]:
     return names
 
 
+def pin_token_norm(tokens: Tensor, norm: float) -> Tensor:
+    """``(…, H)`` tokens, each rescaled to L2 norm ``norm`` (computed in at least fp32)."""
+    x = tokens.to(torch.promote_types(tokens.dtype, torch.float32))
+    return (x * (norm / x.norm(dim=-1, keepdim=True).clamp(min=1e-6))).to(tokens.dtype)
+
+
 def _pin_norm(module: nn.Module, _args: tuple, output: Tensor) -> Tensor:
     if not isinstance(output, Tensor):
         raise TypeError(f"image_token_norm needs a projector that returns one tensor; "
                         f"{type(module).__name__} returned {type(output).__name__}")  # fmt: skip
-    x = output.to(torch.promote_types(output.dtype, torch.float32))  # bf16 tokens: norm in fp32
-    return (x * (getattr(module, _ATTR) / x.norm(dim=-1, keepdim=True).clamp(min=1e-6))).to(output.dtype)
+    return pin_token_norm(output, getattr(module, _ATTR))
 
 
 def set_image_token_norm(model: nn.Module, family: ModelFamily, norm: float) -> list[str]:

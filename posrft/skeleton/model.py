@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from posrft.policy.checkpoint import atomic_directory, load_module, save_module
 from posrft.policy.families import ModelFamily, family_for_model_type
-from posrft.policy.image_tokens import projector_module_names
+from posrft.policy.image_tokens import pin_token_norm, projector_module_names
 from posrft.policy.lora import DEFAULT_TARGETS, language_model_linear_names
 from posrft.policy.model import load_hf
 from posrft.render.draction import DrAction
@@ -73,7 +73,9 @@ class RendererSettings:
     ``image_size`` None means the tower's input size. ``num_frames`` (T') is not a parameter
     shape, so a later stage may render a different number of frames. ``vision_size``: pixels
     per side given to the vision tower (None: the processor's crop size); ``token_pool``:
-    average p×p image tokens of a frame into one (None: 1).
+    average p×p image tokens of a frame into one (None: 1); ``image_token_norm``: the L2 norm
+    every (pooled) image token is pinned to (:mod:`posrft.policy.image_tokens`; None: as the
+    projector emits them).
     """
 
     fmt: str = "smpl24"
@@ -84,6 +86,7 @@ class RendererSettings:
     seed: int = 0
     vision_size: int | None = None
     token_pool: int | None = None
+    image_token_norm: float | None = None
 
     @classmethod
     def from_json_file(cls, path: Path) -> "RendererSettings":
@@ -230,6 +233,8 @@ class SkeletonLLM(nn.Module):
         b, t = pixel_values.shape[:2]
         pix = pixel_values.flatten(0, 1).to(self.device, self.hf_model.dtype)
         feats = pool_tokens(image_features(self.hf_model, pix), self.settings.token_pool or 1)
+        if self.settings.image_token_norm is not None:
+            feats = pin_token_norm(feats, self.settings.image_token_norm)
         return feats.reshape(b, t * feats.shape[1], feats.shape[2])
 
     # ------------------------------------------------------------------ log-likelihood
@@ -332,7 +337,8 @@ class SkeletonLLM(nn.Module):
         """Load a SkeletonLLM folder or a plain HF image-text folder.
 
         ``settings``: used for a folder without ``skeleton_renderer.json``; for a SkeletonLLM
-        folder only its ``num_frames`` and, when set, ``vision_size`` / ``token_pool`` apply (the
+        folder only its ``num_frames`` and, when set, ``vision_size`` / ``token_pool`` /
+        ``image_token_norm`` apply (the
         rest is fixed by the saved weights, and a different ``fmt`` is an error naming both).
         """
         path = Path(path)
@@ -350,6 +356,7 @@ class SkeletonLLM(nn.Module):
                 stored.num_frames = settings.num_frames
                 stored.vision_size = settings.vision_size or stored.vision_size
                 stored.token_pool = settings.token_pool or stored.token_pool
+                stored.image_token_norm = settings.image_token_norm or stored.image_token_norm
             settings = stored
         settings = settings or RendererSettings()
         differentiable_family(lm)

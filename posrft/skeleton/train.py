@@ -42,7 +42,7 @@ def renderer_settings(cfg: SkeletonConfig) -> RendererSettings:
     return RendererSettings(fmt=cfg.skeleton_format, num_frames=cfg.num_render_frames,
                             image_size=cfg.render_size, samples_per_bone=cfg.samples_per_bone,
                             nfm=cfg.renderer_nfm, seed=cfg.seed, vision_size=cfg.vision_size,
-                            token_pool=cfg.token_pool)
+                            token_pool=cfg.token_pool, image_token_norm=cfg.image_token_norm)
 
 
 def parameter_groups(cfg: SkeletonConfig, model: SkeletonLLM) -> list[dict]:
