@@ -190,3 +190,16 @@ def test_cross_format_transfer_copies_shared_weights_and_nearest_primitives(mode
                    for k in nearest)
     x = torch.from_numpy(make_clip("squat", fmt="ntu25", num_frames=24, seed=0))[None]
     assert dst.eval()(x).shape == (1, T_PRIME, 3, 56, 56)
+
+
+def test_image_token_norm_pins_what_the_lm_reads_and_survives_a_reload(model, tiny_model_dir, tmp_path):
+    with torch.no_grad():
+        pix = model.pixels(clips(["squat", "bow"]))
+        free = model.image_tokens(pix)
+    pinned = SkeletonLLM.from_pretrained(tiny_model_dir, RendererSettings(num_frames=T_PRIME, image_token_norm=2.5))
+    with torch.no_grad():
+        tokens = pinned.image_tokens(pix)
+    torch.testing.assert_close(tokens, 2.5 * free / free.norm(dim=-1, keepdim=True))
+    pinned.save_pretrained(tmp_path / "m")
+    again = SkeletonLLM.from_pretrained(tmp_path / "m", RendererSettings(num_frames=T_PRIME))
+    assert again.settings.image_token_norm == 2.5
