@@ -122,7 +122,9 @@ def ridge_probe(feats: dict[str, dict[str, np.ndarray]], y_train: np.ndarray, gt
 def image_sensitivity(policy: Any, rows: Any, n: int = 16) -> dict[str, Any]:
     """Does the picture reach μ? Teacher-forced on the reference answers of the first ``n`` rows:
     μ's spread across rows (mean over dimensions of the std) against the mean |Δμ| when each
-    prompt gets the next row's picture instead of its own; and the image tokens per prompt."""
+    prompt gets the next row's picture instead of its own; the image tokens per prompt; and their
+    scale: the mean L2 norm of the tokens the projector hands the LM, their spread across rows
+    (‖std over rows‖ per token position, averaged), and the mean norm of a text embedding row."""
     rows = rows.select(range(n))
     tok = policy.processing.tokenizer
     comp = tok([c[0]["content"][0]["text"] for c in rows["completion"]], return_tensors="pt",
@@ -135,12 +137,25 @@ def image_sensitivity(policy: Any, rows: Any, n: int = 16) -> dict[str, Any]:
                                       comp.attention_mask, mm_inputs=enc.mm_inputs)
         return enc, out.pose_dist.mean.float()
 
-    enc, own = mu(images)
+    from posrft.policy.image_tokens import projector_module_names
+
+    seen: list[torch.Tensor] = []
+    projector = policy.model.get_submodule(projector_module_names(policy.model, policy.family)[0])
+    hook = projector.register_forward_hook(lambda _m, _a, out: seen.append(out.float()))
+    try:
+        enc, own = mu(images)
+    finally:
+        hook.remove()
     _, other = mu(images[1:] + images[:1])
     counts = (enc.input_ids == policy.hf_model.config.image_token_index).sum(1)
+    tokens = seen[0].reshape(n, -1, seen[0].shape[-1])
+    text = policy.hf_model.get_input_embeddings().weight.float().norm(dim=-1).mean()
     return {"mu_spread": round(float(own.std(0).mean()), 4),
             "mu_shift_other_image": round(float((own - other).abs().mean()), 4),
-            "image_tokens_per_prompt": sorted(set(counts.tolist()))}
+            "image_tokens_per_prompt": sorted(set(counts.tolist())),
+            "image_token_norm": round(float(tokens.norm(dim=-1).mean()), 3),
+            "image_token_spread": round(float(tokens.std(0).norm(dim=-1).mean()), 3),
+            "text_embedding_norm": round(float(text), 3)}
 
 
 def main() -> None:
