@@ -5,6 +5,7 @@ inside the handlers so ``posrft --help`` stays instant.
 
     posrft model init-tiny OUT_DIR [--seed N]
     posrft model init-pretrained OUT [--text smollm2|PATH] [--vision none|dinov2-small|PATH]
+                                     [--image-token-norm text|none|NORM]
     posrft model sample MODEL_DIR [--prompt TEXT ...] [--num-generations G]
     posrft train RECIPE.yaml [--field value ...]
     posrft render CLIP.npy --format ntu25 --out clip.png|clip.gif [--fps 30] [--camera follow|fixed]
@@ -40,8 +41,19 @@ def _model_init_pretrained(args: argparse.Namespace) -> None:
 
     summary = init_pretrained(args.out_dir, args.text, args.vision, image_size=args.image_size,
                               pool=args.pool, seed=args.seed,
-                              vision_feature_layer=args.vision_feature_layer)
+                              vision_feature_layer=args.vision_feature_layer,
+                              image_token_norm=args.image_token_norm)
     print(json.dumps(summary, indent=2))
+
+
+def _image_token_norm(value: str) -> float | str | None:
+    if value in ("text", "none"):
+        return None if value == "none" else value
+    try:
+        return float(value)
+    except ValueError:
+        msg = f"expected 'text', 'none' or a number, got {value!r}"
+        raise argparse.ArgumentTypeError(msg) from None
 
 
 def _model_sample(args: argparse.Namespace) -> None:
@@ -89,7 +101,7 @@ def _data_synth(args: argparse.Namespace) -> None:
         from posrft.data.synth import synth_dataset
 
         extra = ({"image_size": args.image_size, "style": args.style, "view_text": args.view_text,
-                  "describe": args.describe}
+                  "describe": args.describe, "max_yaw_deg": args.max_yaw}
                  if args.task == "image2pose" else {})  # fmt: skip
         dd = synth_dataset(args.task, n=args.n, out=args.out, seed=args.seed, **extra)
     sizes = ", ".join(f"{k}={len(v)}" for k, v in dd.items())
@@ -186,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(pixel shuffle; default 4: 224 px → 16 tokens; 1: plain LLaVA, one per patch)")
     p.add_argument("--vision-feature-layer", type=int, default=-1,
                    help="vision tower layer whose patch tokens feed the projector")
+    p.add_argument("--image-token-norm", default=None, type=_image_token_norm,
+                   help="pin each image token the projector emits to this L2 norm: 'none' "
+                   "(default), 'text' (a composed model: the LM's mean embedding norm) or a number")
     p.add_argument("--seed", type=int, default=0, help="projector, new token rows and pose head")
     p.set_defaults(handler=_model_init_pretrained)
 
@@ -241,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the person's heading in picture terms ('The person faces away from the camera.')")
     p.add_argument("--describe", action="store_true", help="image2pose: each answer describes the "
                    "body (the row's caption) before <POSE> (after the heading with --view-text)")
+    p.add_argument("--max-yaw", type=float, default=180.0, help="image2pose: headings drawn from "
+                   "U(-DEG, DEG) about the camera axis (180: every view; 90: never from behind)")
     p.add_argument("--formats", nargs="+", default=["smpl24"], help="actions: skeleton formats (smpl24 ntu25 ...)")
     p.add_argument("--num-frames", type=int, default=48, help="actions: frames per clip")
     p.set_defaults(handler=_data_synth)

@@ -7,6 +7,7 @@ reuse it); the two policy folders are built once per session.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,6 +146,44 @@ def test_mm_projector_matches_text_embedding_scale_and_starts_as_average(mm_poli
         other = projector.linear_1(projector.pixel_shuffle(across))
     torch.testing.assert_close(same, first, rtol=0, atol=1e-5)
     assert (other - first).abs().max() > 1e-2
+
+
+def test_image_token_norm_text_pins_a_composed_start_at_the_embedding_norm(mm_policy_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    default = json.loads((Path(mm_policy_dir) / "posrft_config.json").read_text())
+    assert default["image_token_norm"] is None
+    base = AutoModelForCausalLM.from_pretrained(smollm2_folder())
+    expected = float(base.get_input_embeddings().weight.detach().norm(dim=-1).mean())
+    pinned = init_pretrained(tmp_path / "pinned", "smollm2", "dinov2-small",
+                             image_token_norm="text")["out"]
+    config = json.loads((Path(pinned) / "posrft_config.json").read_text())
+    assert config["image_token_norm"] == pytest.approx(expected, abs=1e-4)
+    policy = PosePolicy.from_pretrained(pinned)
+    seen = []
+    projector = policy.model.model.multi_modal_projector
+    hook = projector.register_forward_hook(lambda _m, _a, out: seen.append(out))
+    text = policy.processing.apply_chat_template(IMAGE_PROMPT, add_generation_prompt=True,
+                                                 tokenize=False)
+    enc = policy.processing(text=[text], images=[_picture(3)], return_tensors="pt")
+    with torch.no_grad():
+        policy.model(**enc)
+    hook.remove()
+    norms = seen[0].norm(dim=-1)
+    torch.testing.assert_close(norms, torch.full_like(norms, config["image_token_norm"]))
+
+
+def test_image_token_norm_choices(tiny_model_dir, tmp_path):
+    # an image-text model's trained projector keeps its scale under "text"
+    kept = init_pretrained(tmp_path / "kept", tiny_model_dir, "none", image_token_norm="text")
+    assert kept["image_token_norm"] is None
+    summary = init_pretrained(tmp_path / "set", tiny_model_dir, "none", image_token_norm=1.5)
+    assert summary["image_token_norm"] == 1.5
+    assert PosePolicy.from_pretrained(tmp_path / "set").config.image_token_norm == 1.5
+    with pytest.raises(ValueError, match="text-only start has no image tokens"):
+        init_pretrained(tmp_path / "t", "smollm2", "none", image_token_norm=2.0)
+    with pytest.raises(ValueError, match="image_token_norm: expected 'text'"):
+        init_pretrained(tmp_path / "t", "smollm2", "dinov2-small", image_token_norm="auto")
 
 
 def test_plain_llava_with_one_token_per_patch(tmp_path):

@@ -38,6 +38,13 @@ def projector_module_names(model: nn.Module, family: ModelFamily) -> list[str]:
     return names
 
 
+def text_embedding_norm(model: nn.Module) -> float:
+    """Mean L2 norm of the rows of ``model``'s input-embedding table: the scale the language
+    model's own tokens enter the decoder at (SmolLM2-135M: 3.20)."""
+    weight = model.get_input_embeddings().weight.detach()
+    return float(weight.float().norm(dim=-1).mean())
+
+
 def pin_token_norm(tokens: Tensor, norm: float) -> Tensor:
     """``(…, H)`` tokens, each rescaled to L2 norm ``norm`` (computed in at least fp32)."""
     x = tokens.to(torch.promote_types(tokens.dtype, torch.float32))

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from posrft.policy.image_tokens import text_embedding_norm
 from posrft.policy.pretrained.compose import (
     POSE_TOKEN,
     add_special_tokens,
@@ -98,16 +99,36 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return parts
 
 
+def _image_token_norm(value: float | str | None, model: nn.Module, composed: bool,
+                      image_text: bool) -> float | None:
+    """The ``image_token_norm`` a start is saved with (:func:`init_pretrained`)."""
+    if isinstance(value, str):
+        if value != "text":
+            raise ValueError(f"image_token_norm: expected 'text', a number or None, got {value!r}")
+        # only a fresh projector is pinned: a trained one's scale is part of the model
+        return round(text_embedding_norm(model), 4) if composed else None
+    if value is not None and not (composed or image_text):
+        raise ValueError(f"image_token_norm={value}: a text-only start has no image tokens")
+    return None if value is None else float(value)
+
+
 def init_pretrained(out_dir: str | os.PathLike, text: str | os.PathLike = "smollm2",
                     vision: str | os.PathLike | None = "none", *,
                     image_size: int = DEFAULT_IMAGE_SIZE, pool: int = DEFAULT_POOL, seed: int = 0,
-                    vision_feature_layer: int = -1) -> dict[str, Any]:
+                    vision_feature_layer: int = -1,
+                    image_token_norm: float | str | None = None) -> dict[str, Any]:
     """Write a pretrained pose-policy folder to ``out_dir`` (module docstring); a summary dict.
 
     ``text``: ``"smollm2"`` or a local HF folder (causal LM or image-text model);
     ``vision``: ``"none"``, ``"dinov2-small"`` or a local HF vision-tower folder;
     ``image_size``: pixels per side of a composed model's images; ``pool``: f×f patches per LM
-    token (1: plain LLaVA); ``seed``: projector, new embedding rows and pose head.
+    token (1: plain LLaVA); ``seed``: projector, new embedding rows and pose head;
+    ``image_token_norm``: pin each image token the projector emits to this L2 norm
+    (:mod:`posrft.policy.image_tokens`): ``None`` (default) unpinned, ``"text"`` a composed
+    model's fresh projector at the language model's mean embedding-row norm (an image-text
+    model given as ``text`` keeps its trained projector's scale), a number that norm. Not the
+    default: the pin stops the norm growth SFT causes but measured no gain in accuracy
+    (docs/pretrained.md, "The image-token norm").
     """
     from posrft.policy.config import PosePolicyConfig
     from posrft.policy.model import PosePolicy
@@ -121,6 +142,8 @@ def init_pretrained(out_dir: str | os.PathLike, text: str | os.PathLike = "smoll
     model, processing, image_text = _load_text(text_dir)
     if image_text and vision_dir is not None:
         raise ValueError(f"--text {text} is already an image-text model; use --vision none")
+    pin = _image_token_norm(image_token_norm, model, composed=vision_dir is not None,
+                            image_text=image_text)
     if vision_dir is not None:
         model, processing = compose_llava(model, processing, _load_vision(vision_dir),
                                           image_size=image_size, pool=pool, seed=seed,
@@ -132,7 +155,8 @@ def init_pretrained(out_dir: str | os.PathLike, text: str | os.PathLike = "smoll
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    policy = PosePolicy(model.eval(), processing, PosePolicyConfig(head_seed=seed),
+    config = PosePolicyConfig(head_seed=seed, image_token_norm=pin)
+    policy = PosePolicy(model.eval(), processing, config,
                         source=str(text_dir))
     policy.save_pretrained(out)
     return {
@@ -140,6 +164,7 @@ def init_pretrained(out_dir: str | os.PathLike, text: str | os.PathLike = "smoll
         "multimodal": policy.multimodal, "parameters": count_parameters(model),
         "pose_head_parameters": sum(p.numel() for p in policy.pose_head.parameters()),
         "vocab": len(tokenizer), "pose_token_id": policy.pose_token_id,
+        "image_token_norm": config.image_token_norm,
         "image_tokens": (image_size // model.config.vision_config.patch_size // pool) ** 2
         if vision_dir is not None else None,
         "resolve_s": round(t_resolve, 2), "total_s": round(time.perf_counter() - t0, 2),
