@@ -255,3 +255,18 @@ def test_describe_states_the_caption_after_the_heading_and_before_the_pose(tmp_p
             assert text == f"{phrase} {row['caption']} {base_text}"
             assert text.index(row["caption"]) < text.index(synth.POSE_TOKEN) and text.count(synth.POSE_TOKEN) == 1
             assert np.array_equal(np.asarray(row["images"][0]), np.asarray(base["images"][0]))
+
+
+def test_max_yaw_keeps_the_person_facing_the_camera():
+    from posrft.data.views import facing_yaw_deg
+
+    front = synth.build_image2pose(30, 5, 5, seed=0, image_size=16, max_yaw_deg=45.0)
+    every = synth.build_image2pose(30, 5, 5, seed=0, image_size=16)
+    yaw = {name: torch.cat([facing_yaw_deg(torch.tensor(dd[s]["gt_joints"])) for s in dd]).abs()
+           for name, dd in (("front", front), ("every", every))}  # fmt: skip
+    # the hips' facing follows the drawn yaw up to the key pose's own twist (a few poses, e.g.
+    # lying ones, have a hip line far from their root's heading)
+    assert (yaw["front"] <= 60.0).float().mean() >= 0.95
+    assert (yaw["every"] > 90.0).float().mean() >= 0.3
+    with pytest.raises(ValueError, match="max_yaw_deg must be in"):
+        synth.build_image2pose(4, 1, 1, max_yaw_deg=270.0)

@@ -277,15 +277,20 @@ def build_image2pose(
     style: str = "mesh",
     view_text: bool = False,
     describe: bool = False,
+    max_yaw_deg: float = 180.0,
     prior_version: int = 2,
     captioner_version: int = 2,
 ) -> DatasetDict:
     """The image->pose dataset (module docstring); pictures from :mod:`posrft.data.views`;
     ``view_text``: completions open with the heading sentence; ``describe``: they state the
-    caption before ``<POSE>`` (:func:`add_pictures`)."""
+    caption before ``<POSE>`` (:func:`add_pictures`); ``max_yaw_deg``: headings are drawn from
+    U(-max, max) degrees about the camera's axis (180: every view; 90: the person never has
+    their back to the camera, as in most photographs of people)."""
     _check_sizes(n_train, n_val, n_test)
+    if not 0.0 <= max_yaw_deg <= 180.0:
+        raise ValueError(f"max_yaw_deg must be in [0, 180] degrees, got {max_yaw_deg}")
     n = n_train + n_val + n_test
-    rows, joints = _base_rows(n, seed, 180.0, prior_version, captioner_version)
+    rows, joints = _base_rows(n, seed, float(max_yaw_deg), prior_version, captioner_version)
     add_pictures(rows, joints, seed, image_size, style, view_text, describe)
     dd = split_rows(rows, IMAGE2POSE_FEATURES, (n_train, n_val, n_test))
     if out_dir is not None:
