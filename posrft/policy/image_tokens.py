@@ -11,7 +11,10 @@ each token's L2 norm:
     e'_i = c · e_i / ‖e_i‖        e_i (…, H): one projected image token, c = image_token_norm
 
 (a parameter-free RMS norm with gain c/√H), applied as a forward hook on the family's projector
-modules, so the HF weights, their names and ``save_pretrained`` are unchanged.
+modules, so the HF weights, their names and ``save_pretrained`` are unchanged. It is an option,
+off by default: pinned at the text-embedding norm, the image→pose and SkeletonLLM pilots scored
+no better than unpinned ones (docs/pretrained.md, "The image-token norm"), so the growth is a
+symptom of what keeps the composed model from reading its images, not the cause.
 """
 
 from __future__ import annotations

@@ -87,9 +87,10 @@ class SkeletonConfig(BaseTrainConfig):
     token_pool: Optional[int] = field(default=None, **_help("Average p×p image tokens of a frame "
         "into one after the projector (default 1; a previous stage's setting is kept unless set)."))  # fmt: skip
     image_token_norm: Optional[float] = field(default=None, **_help("Pin every image token the LM "
-        "reads to this L2 norm (posrft.policy.image_tokens; measured: unpinned, the fresh projector's "
-        "tokens grew from norm 3.2 to 1.1e4 in the pretrained table's 150-step warm-up); a previous "
-        "stage's setting is kept unless set."))  # fmt: skip
+        "reads to this L2 norm (posrft.policy.image_tokens). Unpinned, the fresh projector's tokens "
+        "grew from norm 3.2 to 1.1e4 in the pretrained table's 150-step warm-up; pinned at 3.2 the "
+        "warm-up scored no better on val (docs/pretrained.md). A previous stage's setting is kept "
+        "unless set."))  # fmt: skip
     lora_layers: Optional[int] = field(default=None, **_help("LoRA only on the top N decoder layers "
         "(default: all)."))  # fmt: skip
     train_lm_head: Optional[bool] = field(default=None, **_help("Train a copy of the LM head next to "
