@@ -32,8 +32,8 @@ lowest support point, which is what that captioner measured against).
 image->pose adds ``images`` (one PIL image, TRL's VLM column), ``camera`` (``fx, fy, cx, cy,
 width, height, R (3x3), t (3)``: OpenCV, ``x_cam = R X + t``) and ``keypoints_2d`` (24 x 2
 pixels, ``camera.project(gt_joints)``). Text->pose bodies face +z (``yaw_deg = 0``, the
-canonical heading, as PoseScript normalises it); image->pose headings are uniform (the
-viewpoint, see :mod:`posrft.data.views`).
+canonical heading, as PoseScript normalises it); image->pose headings are uniform over
+±``max_yaw_deg`` (180 by default: every viewpoint, see :mod:`posrft.data.views`).
 """
 
 from __future__ import annotations
