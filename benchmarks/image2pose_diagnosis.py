@@ -137,7 +137,7 @@ def image_sensitivity(policy: Any, rows: Any, n: int = 16) -> dict[str, Any]:
                                       comp.attention_mask, mm_inputs=enc.mm_inputs)
         return enc, out.pose_dist.mean.float()
 
-    from posrft.policy.image_tokens import projector_module_names
+    from posrft.policy.image_tokens import projector_module_names, text_embedding_norm
 
     seen: list[torch.Tensor] = []
     projector = policy.model.get_submodule(projector_module_names(policy.model, policy.family)[0])
@@ -149,13 +149,12 @@ def image_sensitivity(policy: Any, rows: Any, n: int = 16) -> dict[str, Any]:
     _, other = mu(images[1:] + images[:1])
     counts = (enc.input_ids == policy.hf_model.config.image_token_index).sum(1)
     tokens = seen[0].reshape(n, -1, seen[0].shape[-1])
-    text = policy.hf_model.get_input_embeddings().weight.float().norm(dim=-1).mean()
     return {"mu_spread": round(float(own.std(0).mean()), 4),
             "mu_shift_other_image": round(float((own - other).abs().mean()), 4),
             "image_tokens_per_prompt": sorted(set(counts.tolist())),
             "image_token_norm": round(float(tokens.norm(dim=-1).mean()), 3),
             "image_token_spread": round(float(tokens.std(0).norm(dim=-1).mean()), 3),
-            "text_embedding_norm": round(float(text), 3)}
+            "text_embedding_norm": round(text_embedding_norm(policy.hf_model), 3)}
 
 
 def main() -> None:
