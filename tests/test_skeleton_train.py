@@ -232,3 +232,37 @@ def test_parameter_groups_give_the_projector_its_own_rate(tiny_model_dir):
     assert len(ids) == len(set(ids)) == sum(p.requires_grad for p in model.parameters())
     single = parameter_groups(SkeletonConfig(model_name_or_path="m", output_dir="o"), model)
     assert len(single) == 2  # no projector rate: projector and LoRA share learning_rate
+
+
+def test_warmup_standardizes_the_frame_tokens_once(tmp_path, tiny_model_dir, action_dir):
+    """standardize_image_tokens: after the first stage (lr ~0), the frame tokens of the clips it
+    fitted on have zero channel means, the flag is saved with the renderer settings, and a
+    second stage keeps the projector as it was (no refit)."""
+    from posrft.policy.image_tokens import projector_module_names
+    from posrft.skeleton.data import load_action_data
+    from posrft.skeleton.model import SkeletonLLM
+    from posrft.skeleton.train import run_skeleton
+
+    kw = dict(learning_rate=1e-12, renderer_learning_rate=1e-12, standardize_image_tokens=True, max_steps=1)
+    warm = run_skeleton(_cfg(tiny_model_dir, action_dir, tmp_path / "w", **kw))
+    model = SkeletonLLM.from_pretrained(warm)
+    assert model.settings.image_tokens_standardized
+    cfg = _cfg(tiny_model_dir, action_dir, tmp_path / "w", **kw)
+    data = load_action_data(cfg.dataset_path, formats=[cfg.skeleton_format], class_split=cfg.class_split,
+                            clips_per_class=cfg.clips_per_class, num_frames=cfg.clip_frames,
+                            seed=cfg.data_seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction)  # fmt: skip
+    clips = data.get(cfg.dataset_train_split, cfg.skeleton_format).subset(data.seen).clips
+    name = projector_module_names(model.hf_model, model.family)[0]
+    seen = []
+    model.hf_model.get_submodule(name).register_forward_hook(lambda _m, _a, o: seen.append(o.reshape(-1, o.shape[-1])))
+    with torch.no_grad():
+        model.image_tokens(model.pixels(torch.from_numpy(clips)))
+    tokens = torch.cat(seen).double()
+    # the fit saw 64 of these clips, rendered with the renderer's own sampling: means near 0
+    # (a channel's |mean| is up to ~7 std on the tiny start)
+    assert tokens.mean(0).abs().max() < 0.1 * tokens.std(0).mean()
+    weights = {k: v.clone() for k, v in model.hf_model.get_submodule(name).state_dict().items()}
+    again = SkeletonLLM.from_pretrained(run_skeleton(_cfg(warm, action_dir, tmp_path / "d", stage="discft",
+                                                          **{**kw, "max_steps": 1})))  # fmt: skip
+    after = again.hf_model.get_submodule(name).state_dict()
+    assert all(torch.allclose(weights[k], after[k], atol=1e-6) for k in weights)

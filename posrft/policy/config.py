@@ -32,6 +32,10 @@ class PosePolicyConfig:
         mode, value, min, max), e.g. set for RL.
     image_token_norm: pin the L2 norm of every image token the projector emits to this value
         (:mod:`posrft.policy.image_tokens`); ``None`` leaves the projector's output as it is.
+    image_tokens_standardized: the projector's output layer has been refitted so that each
+        channel of its tokens has zero mean and the text embeddings' spread over training
+        pictures (:func:`posrft.policy.image_tokens.standardize_image_tokens`); a later SFT
+        stage does not refit it.
     """
 
     pose_token: str = "<POSE>"
@@ -45,6 +49,7 @@ class PosePolicyConfig:
     lora: dict | None = None
     sigma: dict | None = None
     image_token_norm: float | None = None
+    image_tokens_standardized: bool = False
 
     @property
     def sigma_settings(self) -> "SigmaSettings":

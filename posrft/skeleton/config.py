@@ -91,6 +91,10 @@ class SkeletonConfig(BaseTrainConfig):
         "grew from norm 3.2 to 1.1e4 in the pretrained table's 150-step warm-up; pinned at 3.2 the "
         "warm-up scored no better on val (docs/pretrained.md). A previous stage's setting is kept "
         "unless set."))  # fmt: skip
+    standardize_image_tokens: bool = field(default=False, **_help("Before the first step, refit the "
+        "projector's output layer so that each channel of the frame tokens has zero mean and the text "
+        "embeddings' spread over 64 training clips rendered by the start's renderer (skipped if a "
+        "previous stage did; posrft.policy.image_tokens)."))  # fmt: skip
     lora_layers: Optional[int] = field(default=None, **_help("LoRA only on the top N decoder layers "
         "(default: all)."))  # fmt: skip
     train_lm_head: Optional[bool] = field(default=None, **_help("Train a copy of the LM head next to "

@@ -75,7 +75,9 @@ class RendererSettings:
     per side given to the vision tower (None: the processor's crop size); ``token_pool``:
     average p×p image tokens of a frame into one (None: 1); ``image_token_norm``: the L2 norm
     every (pooled) image token is pinned to (:mod:`posrft.policy.image_tokens`; None: as the
-    projector emits them).
+    projector emits them); ``image_tokens_standardized``: the projector's output layer was
+    refitted to standardise each channel over the first stage's frames
+    (:func:`posrft.policy.image_tokens.standardize_image_tokens`), so later stages keep it.
     """
 
     fmt: str = "smpl24"
@@ -87,6 +89,7 @@ class RendererSettings:
     vision_size: int | None = None
     token_pool: int | None = None
     image_token_norm: float | None = None
+    image_tokens_standardized: bool = False
 
     @classmethod
     def from_json_file(cls, path: Path) -> "RendererSettings":

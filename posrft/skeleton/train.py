@@ -85,6 +85,24 @@ def extra_unseen_sets(cfg: SkeletonConfig) -> dict[str, list[str]]:
             for s in cfg.eval_unseen_splits}
 
 
+@torch.no_grad()
+def standardize_frame_tokens(model: SkeletonLLM, clips: np.ndarray, count: int = 64, batch: int = 8) -> None:
+    """Standardise the projector's frame tokens over ``count`` clips spread evenly through
+    ``clips`` ``(N, T, J, 3)`` (the training set is ordered by class), rendered by the current
+    renderer; recorded in the renderer settings, which every later stage loads."""
+    from posrft.policy.image_tokens import standardize_image_tokens
+
+    pick = np.unique(np.linspace(0, len(clips) - 1, min(count, len(clips))).round().astype(int))
+    parts = [pick[i:i + batch] for i in range(0, len(pick), batch)]
+    runs = (lambda idx=idx: model.image_tokens(model.pixels(torch.from_numpy(clips[idx]))) for idx in parts)
+    report = standardize_image_tokens(model.hf_model, model.family, runs)
+    model.settings.image_tokens_standardized = True
+    for name, r in report.items():
+        log.info("standardised the frame tokens of %s over %d tokens: channel std %.3g (median), "
+                 "|mean| up to %.3g → std %.3g, mean 0", name, r["tokens"], r["median_std_before"],
+                 r["max_abs_mean_before"], r["scale"])  # fmt: skip
+
+
 def run_skeleton(cfg: SkeletonConfig, data=None) -> Path:
     """Train one stage, export ``OUTPUT_DIR/final`` (and ``OUTPUT_DIR/eval.json`` when
     ``eval_at_end``); returns the final folder. ``data`` (an ActionData) skips loading."""
@@ -101,6 +119,8 @@ def run_skeleton(cfg: SkeletonConfig, data=None) -> Path:
         raise ValueError(f"split {cfg.dataset_train_split!r} has no {cfg.skeleton_format!r} clips "
                          f"of the seen classes {data.seen}")
     model = load_model(cfg)
+    if cfg.standardize_image_tokens and not model.settings.image_tokens_standardized:
+        standardize_frame_tokens(model, train.clips)
     source = make_source(cfg, model, train, data, acc.is_main_process, acc.wait_for_everyone)
     names = model.set_train_parts(cfg.parts, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
                                   lm_head=cfg.train_lm_head, lora_layers=cfg.lora_layers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -19,9 +20,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("posrft.train")
 
 
-def build_policy(cfg: BaseTrainConfig) -> PosePolicy:
+def build_policy(cfg: BaseTrainConfig, before_adapters: Callable[[PosePolicy], None] | None = None) -> PosePolicy:
     """Load the policy and set which parameters train (LoRA, frozen vision tower) and how the
-    pose head produces σ during RL."""
+    pose head produces σ during RL. ``before_adapters`` may change the loaded weights before
+    LoRA wraps them (so a PEFT copy of the projector and its original agree)."""
     if not cfg.model_name_or_path:
         raise ValueError("model_name_or_path is empty: give a model folder (e.g. from "
                          "`posrft model init-tiny`)")  # fmt: skip
@@ -29,6 +31,8 @@ def build_policy(cfg: BaseTrainConfig) -> PosePolicy:
     sigma = cfg.sigma_settings() if hasattr(cfg, "sigma_settings") else None
     if sigma is not None and not sigma.is_default:
         policy.set_pose_sigma(sigma)  # before LoRA, so the reference head has the same σ
+    if before_adapters is not None:
+        before_adapters(policy)
     if cfg.use_peft:
         apply_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                    train_projector=cfg.train_projector, top_layers=cfg.lora_layers,

@@ -170,6 +170,11 @@ class SFTConfig(BaseTrainConfig):
         "states of the first 256 training rows (skipped if the head already has statistics, e.g. a "
         "second SFT stage). For pretrained LMs, whose hidden state there is 96 % the same vector "
         "for every prompt: measured on SmolLM2 text->pose (docs/pretrained.md)."))
+    standardize_image_tokens: bool = field(default=False, **_help(
+        "Before the first step, refit the projector's output layer so that each channel of the "
+        "image tokens has zero mean and the text embeddings' spread over the first 256 training "
+        "pictures (skipped if the model was standardised before). For a composed start whose "
+        "fresh projector emits nearly the same token for every picture (docs/pretrained.md)."))
     max_length: int = field(default=256, **_help("Truncate prompt+response to this many tokens."))
 
     def __post_init__(self) -> None:

@@ -14,6 +14,7 @@ optimisation itself (accumulation, clipping, schedule, checkpoints) is :class:`L
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -31,6 +32,8 @@ from posrft.train.common import build_policy, export_policy, gather_mean, policy
 from posrft.train.config import SFTConfig
 from posrft.train.data import PromptSampler, encode_completions
 from posrft.train.loop import Learner
+
+log = logging.getLogger("posrft.train")
 
 
 def pose_loss_per_sample(dist: Any, gt_pose: torch.Tensor, kind: str, beta: float = 0.5) -> torch.Tensor:
@@ -102,17 +105,57 @@ def fit_pose_head_input(policy: Any, data: Any, use_images: bool, rows: int = 25
     head.fit_input_normalization(torch.cat(captured))
 
 
+@torch.no_grad()
+def fit_image_token_standardization(policy: Any, data: Any, rows: int = 256, batch: int = 16) -> None:
+    """Standardise the projector's tokens over the pictures of the first ``rows`` training rows
+    (:func:`posrft.policy.image_tokens.standardize_image_tokens`; the same rows on every rank)
+    and record it in the policy's config."""
+    from posrft.policy.image_tokens import standardize_image_tokens
+
+    def runner(part: Any) -> Any:
+        def run() -> None:
+            enc = encode_prompts(policy.processing, part["prompt"], part["images"], True, policy.family)
+            policy.model(input_ids=enc.input_ids.to(policy.device), attention_mask=enc.attention_mask.to(policy.device),
+                         **policy.model_inputs(enc.mm_inputs, None))  # fmt: skip
+
+        return run
+
+    n = min(rows, len(data))
+    parts = (data.select(range(i, min(i + batch, n))) for i in range(0, n, batch))
+    was_training = policy.training
+    policy.eval()
+    try:
+        report = standardize_image_tokens(policy.model, policy.family, (runner(p) for p in parts))
+    finally:
+        policy.train(was_training)
+    policy.config.image_tokens_standardized = True
+    for name, r in report.items():
+        log.info("standardised the tokens of %s over %d image tokens: channel std %.3g (median), "
+                 "|mean| up to %.3g → std %.3g, mean 0", name, r["tokens"], r["median_std_before"],
+                 r["max_abs_mean_before"], r["scale"])  # fmt: skip
+
+
 def run_sft(cfg: SFTConfig) -> Path:
     """Train, checkpoint every ``save_steps``, export ``OUTPUT_DIR/final``; returns that path."""
     set_seed(cfg.seed)
     acc = make_accelerator(cfg)
-    policy = build_policy(cfg)
+    data = load_split(cfg.dataset_path, cfg.dataset_train_split, ["prompt", "completion", "gt_pose_6d"])
+    use_images = "images" in data.column_names
+
+    def before_adapters(policy: Any) -> None:
+        if not cfg.standardize_image_tokens or policy.config.image_tokens_standardized:
+            return
+        if not (use_images and policy.multimodal):
+            raise ValueError(f"standardize_image_tokens needs pictures and a multimodal model; dataset "
+                             f"{cfg.dataset_path!r} has {'' if use_images else 'no '}images and the model is "
+                             f"{'multimodal' if policy.multimodal else 'text-only'}")  # fmt: skip
+        fit_image_token_standardization(policy, data)
+
+    policy = build_policy(cfg, before_adapters)
     # l2_nll's contract: μ, the trunk and the backbone train exactly as with l2 (σ's NLL stays in
     # σ's own layer); without the stop-gradient σ's NLL reaches the shared features and, measured
     # on the tiny text→pose study, left μ 25 mm MPJPE behind l2 (docs/results/hygrpo_study.md)
     policy.pose_head.sigma_stops_gradient = cfg.pose_loss == "l2_nll"
-    data = load_split(cfg.dataset_path, cfg.dataset_train_split, ["prompt", "completion", "gt_pose_6d"])
-    use_images = "images" in data.column_names
     if use_images and not policy.multimodal:
         raise ValueError(f"dataset {cfg.dataset_path!r} has images but the model is text-only")
     if cfg.pose_head_input_norm and not policy.active_pose_head.has_input_normalization:

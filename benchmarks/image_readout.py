@@ -1,0 +1,190 @@
+"""Can a small reader learn the pose from the 16 image tokens the language model receives?
+
+    python benchmarks/image_readout.py --start WORK/image2pose/start --data WORK/image2pose/data
+
+The image→pose SFT does not learn the heading (docs/pretrained.md), while a ridge probe on the
+start's image tokens, concatenated, does. This separates "the tokens lack it" from "the language
+model does not route it": the start's image tokens (the projector's output, frozen) are
+computed once, and readers are trained on them with the SFT's own budget (Adam, batch 16,
+``--steps``) and loss (L2 on the 6D pose), then scored on val (MPJPE / PA-MPJPE in mm and the
+share of headings within 45°):
+
+* ``mean``: an MLP on the mean token (position-agnostic);
+* ``concat``: an MLP on the 16 tokens concatenated (position-specific weights, as the ridge);
+* ``attend``: one attention layer with a learned query over the tokens, then the MLP — what a
+  ``<POSE>`` position can do in one decoder layer, whose value vectors carry no position;
+* ``attend+pos``: the same with a learned embedding per token position added to the keys and
+  values (what 2D position embeddings / M-RoPE give an MLLM's image tokens).
+
+Closed-form references: the training set's mean pose and ridge on ``concat``. The last line is
+one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def image_tokens(policy: Any, rows: Any, batch: int = 16) -> torch.Tensor:
+    """(N, T, D) projector outputs at the ``<image>`` positions of each row's prompt."""
+    from posrft.policy.prompts import encode_prompts
+
+    tok = getattr(policy.processing, "tokenizer", policy.processing)
+    image_id = tok.convert_tokens_to_ids("<image>")
+    seen: list[torch.Tensor] = []
+    out = []
+    hook = policy.model.get_decoder().layers[0].register_forward_pre_hook(
+        lambda _m, a, kw: seen.append((a[0] if a else kw["hidden_states"]).float()), with_kwargs=True)
+    # Only the embedding step is needed: stop the forward after layer 0's input is seen.
+    class _Stop(Exception):
+        pass
+
+    def stop(*_a: Any, **_k: Any) -> None:
+        raise _Stop
+
+    stopper = policy.model.get_decoder().layers[0].register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        for s in range(0, len(rows), batch):
+            part = rows.select(range(s, min(s + batch, len(rows))))
+            enc = encode_prompts(policy.processing, part["prompt"], list(part["images"]), True, policy.family)
+            seen.clear()
+            try:
+                policy.model(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
+                             **policy.model_inputs(enc.mm_inputs, None))
+            except _Stop:
+                pass
+            mask = enc.input_ids == image_id
+            out.append(torch.stack([seen[0][k][mask[k]] for k in range(mask.shape[0])]))
+    finally:
+        hook.remove()
+        stopper.remove()
+    return torch.cat(out)
+
+
+class Reader(nn.Module):
+    """Tokens (B, T, D) → 6D pose (B, P)."""
+
+    def __init__(self, kind: str, tokens: int, dim: int, out: int, norm: str = "layer", width: int = 512) -> None:
+        super().__init__()
+        self.kind = kind
+        self.norm = nn.LayerNorm(dim) if norm == "layer" else nn.Identity()
+        if kind.startswith("attend"):
+            self.query = nn.Parameter(torch.randn(dim) / math.sqrt(dim))
+            self.key, self.value = nn.Linear(dim, dim), nn.Linear(dim, dim)
+            self.pos = nn.Parameter(torch.zeros(tokens, dim)) if kind.endswith("+pos") else None
+        inp = dim * tokens if kind == "concat" else dim
+        self.mlp = nn.Sequential(nn.Linear(inp, width), nn.GELU(), nn.Linear(width, out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        if self.kind == "mean":
+            h = x.mean(1)
+        elif self.kind == "concat":
+            h = x.flatten(1)
+        else:
+            if self.pos is not None:
+                x = x + self.pos
+            w = torch.softmax(self.key(x) @ self.query / math.sqrt(x.shape[-1]), dim=1)
+            h = (w.unsqueeze(-1) * self.value(x)).sum(1)
+        return self.mlp(h)
+
+
+def score(pose6d: torch.Tensor, gt_joints: torch.Tensor, fk: Any) -> dict[str, float]:
+    from probe_vision import _errors
+
+    from posrft.data.views import facing_yaw_deg
+
+    with torch.no_grad():
+        joints = fk(pose6d.float())
+    mpjpe, pa = _errors(joints, gt_joints)
+    err = (facing_yaw_deg(joints.double()) - facing_yaw_deg(gt_joints) + 180) % 360 - 180
+    return {"mpjpe": round(mpjpe, 1), "pa_mpjpe": round(pa, 1),
+            "heading_within_45": round(float((err.abs() < 45).double().mean()), 3)}
+
+
+def train_reader(kind: str, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, steps: int,
+                 lr: float, seed: int, norm: str = "layer") -> torch.Tensor:
+    """``norm``: "layer" (LayerNorm per token, learned affine), "feature" (each feature
+    standardised with the training set's statistics), "none"."""
+    torch.manual_seed(seed)
+    mu, sd = y.mean(0), y.std(0) + 1e-6
+    if norm == "feature":
+        xm, xs = x.mean((0, 1)), x.std((0, 1)) + 1e-6
+        x, xv = (x - xm) / xs, (xv - xm) / xs
+    model = Reader(kind, x.shape[1], x.shape[2], y.shape[1], norm)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        i = torch.randint(len(x), (16,), generator=g)
+        loss = ((model(x[i]) - (y[i] - mu) / sd) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return model(xv) * sd + mu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--start", required=True, help="policy folder whose projector emits the tokens")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--train", type=int, default=3000)
+    ap.add_argument("--val", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=900)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--norm", nargs="+", default=["layer"], choices=("layer", "feature", "none"),
+                    help="input normalisation of the trained readers (each is run)")
+    ap.add_argument("--cache", help="a .pt file for the tokens (written on the first run)")
+    args = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+
+    from datasets import load_from_disk
+    from probe_vision import LAMBDAS, DualRidge
+
+    from posrft.body.pose import pose_to_joints
+    from posrft.policy.model import PosePolicy
+
+    data = load_from_disk(args.data)
+    rows = {"train": data["train"].select(range(min(args.train, len(data["train"])))),
+            "val": data["val"].select(range(args.val))}  # fmt: skip
+    t0 = time.perf_counter()
+    if args.cache and os.path.isfile(args.cache):
+        tokens = torch.load(args.cache, weights_only=True)
+    else:
+        policy = PosePolicy.from_pretrained(args.start).eval()
+        tokens = {k: image_tokens(policy, v) for k, v in rows.items()}
+        if args.cache:
+            torch.save(tokens, args.cache)
+    extract_s = time.perf_counter() - t0
+    y = torch.tensor(np.asarray(rows["train"]["gt_pose_6d"], dtype=np.float32))
+    gt = torch.tensor(np.asarray(rows["val"]["gt_joints"]), dtype=torch.float64)
+    fk = pose_to_joints()
+    report: dict[str, Any] = {"tokens": list(tokens["train"].shape), "extract_s": round(extract_s, 1),
+                              "mean_pose": score(y.mean(0).expand(len(gt), -1), gt, fk)}  # fmt: skip
+    ridge = DualRidge(tokens["train"].flatten(1).double().numpy(), [tokens["val"].flatten(1).double().numpy()])
+    best = min((score(torch.as_tensor(ridge.predict(y.double().numpy(), lam)[0]), gt, fk) for lam in LAMBDAS),
+               key=lambda r: r["mpjpe"])  # fmt: skip
+    report["ridge_concat (λ on val)"] = best
+    print(json.dumps(report), flush=True)
+    for norm in args.norm:
+        for kind in ("mean", "concat", "attend", "attend+pos"):
+            t = time.perf_counter()
+            pred = train_reader(kind, tokens["train"], y, tokens["val"], args.steps, args.lr, seed=0, norm=norm)
+            name = f"{kind} ({norm})"
+            report[name] = {**score(pred, gt, fk), "seconds": round(time.perf_counter() - t, 1)}
+            print(name, json.dumps(report[name]), flush=True)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
