@@ -36,7 +36,7 @@ from posrft.policy.mm_inputs import MultimodalInputs
 from posrft.policy.pose_head import PoseDistribution
 from posrft.train.config import HyGRPOConfig
 from posrft.train.pose_credit import pose_advantages, pose_gradient_cosine, pose_group_size, within_group_std
-from posrft.train.scoring import score_rollouts
+from posrft.train.scoring import score_rollouts, text_rewards
 from rewards import RewardRunner
 from rewards.api import message_text
 from rewards.runner import RewardBatch
@@ -210,7 +210,7 @@ def build_experience(
     else:
         scored = score_rollouts(rewards, rows, batch, g, cfg.discrete_only)
     t_reward = time.perf_counter() - t0 if reward_s is None else reward_s
-    text_reward = _sibling_mean(scored.text, k)
+    text_reward = _sibling_mean(text_rewards(scored, valid_rows, g * k), k)
     text_adv = group_normalized_advantages(text_reward, g, scale_rewards=cfg.scale_rewards)
     pose_adv = pose_advantages(cfg, scored, valid_rows, batch.pose_mean.shape[1] // 6)
     exp = Experience.from_rollout(batch, text_adv.advantages, pose_adv.advantages, model_version)
