@@ -1,23 +1,26 @@
 """Can a small reader learn the pose from the 16 image tokens the language model receives?
 
-    python benchmarks/image_readout.py --start WORK/image2pose/start --data WORK/image2pose/data
+    python benchmarks/image_readout.py --start WORK/image2pose/start --data WORK/image2pose/data \
+        [--layers -1 0 8 16 21 29] [--norm layer feature none] [--steps 900] [--cache FILE]
 
 The image→pose SFT does not learn the heading (docs/pretrained.md), while a ridge probe on the
 start's image tokens, concatenated, does. This separates "the tokens lack it" from "the language
-model does not route it": the start's image tokens (the projector's output, frozen) are
-computed once, and readers are trained on them with the SFT's own budget (Adam, batch 16,
-``--steps``) and loss (L2 on the 6D pose), then scored on val (MPJPE / PA-MPJPE in mm and the
-share of headings within 45°):
+model does not route it": the states at the ``<image>`` positions (``--layers``: -1 is the
+projector's output, L ≥ 0 the output of decoder layer L, prompt only, frozen) are computed once,
+and readers are trained on them with the SFT's budget (AdamW, batch 16, ``--steps``) and loss
+(L2 on the 6D pose), then scored on val (MPJPE / PA-MPJPE in mm and the share of headings within
+45°):
 
 * ``mean``: an MLP on the mean token (position-agnostic);
 * ``concat``: an MLP on the 16 tokens concatenated (position-specific weights, as the ridge);
 * ``attend``: one attention layer with a learned query over the tokens, then the MLP — what a
   ``<POSE>`` position can do in one decoder layer, whose value vectors carry no position;
-* ``attend+pos``: the same with a learned embedding per token position added to the keys and
-  values (what 2D position embeddings / M-RoPE give an MLLM's image tokens).
+* ``attend+pos``: the same with a learned embedding per token position added first.
 
-Closed-form references: the training set's mean pose and ridge on ``concat``. The last line is
-one JSON object.
+Each reader's input is normalised as ``--norm`` says: ``layer`` (LayerNorm per token, as the
+LM's own norms do), ``feature`` (each channel standardised with the training set's statistics)
+or ``none``. Closed-form reference: ridge on the concatenated tokens (λ on val), and the training
+set's mean pose. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -34,25 +37,35 @@ import torch
 from torch import nn
 
 
+class _Stop(Exception):
+    pass
+
+
 @torch.no_grad()
-def image_tokens(policy: Any, rows: Any, batch: int = 16) -> torch.Tensor:
-    """(N, T, D) projector outputs at the ``<image>`` positions of each row's prompt."""
+def image_states(policy: Any, rows: Any, layers: list[int], batch: int = 16) -> dict[int, torch.Tensor]:
+    """``{L: (N, T, D)}``: each row's states at its ``<image>`` positions, after decoder layer
+    ``L`` (``-1``: the projector's output, as the language model receives it). Only the prompt
+    runs, and only up to the deepest layer asked for."""
     from posrft.policy.prompts import encode_prompts
 
     tok = getattr(policy.processing, "tokenizer", policy.processing)
     image_id = tok.convert_tokens_to_ids("<image>")
-    seen: list[torch.Tensor] = []
-    out = []
-    hook = policy.model.get_decoder().layers[0].register_forward_pre_hook(
-        lambda _m, a, kw: seen.append((a[0] if a else kw["hidden_states"]).float()), with_kwargs=True)
-    # Only the embedding step is needed: stop the forward after layer 0's input is seen.
-    class _Stop(Exception):
-        pass
+    decoder = policy.model.get_decoder()
+    seen: dict[int, torch.Tensor] = {}
+
+    def keep(i: int) -> Any:
+        return lambda _m, _a, o: seen.__setitem__(i, (o[0] if isinstance(o, tuple) else o).float())
 
     def stop(*_a: Any, **_k: Any) -> None:
         raise _Stop
 
-    stopper = policy.model.get_decoder().layers[0].register_forward_pre_hook(stop, with_kwargs=True)
+    hooks = [decoder.layers[0].register_forward_pre_hook(
+        lambda _m, a, kw: seen.__setitem__(-1, (a[0] if a else kw["hidden_states"]).float()), with_kwargs=True)]
+    hooks += [decoder.layers[i].register_forward_hook(keep(i)) for i in layers if i >= 0]
+    deepest = max(layers)
+    if deepest + 1 < len(decoder.layers):
+        hooks.append(decoder.layers[deepest + 1].register_forward_pre_hook(stop, with_kwargs=True))
+    out: dict[int, list[torch.Tensor]] = {i: [] for i in layers}
     try:
         for s in range(0, len(rows), batch):
             part = rows.select(range(s, min(s + batch, len(rows))))
@@ -64,11 +77,12 @@ def image_tokens(policy: Any, rows: Any, batch: int = 16) -> torch.Tensor:
             except _Stop:
                 pass
             mask = enc.input_ids == image_id
-            out.append(torch.stack([seen[0][k][mask[k]] for k in range(mask.shape[0])]))
+            for i in layers:
+                out[i].append(torch.stack([seen[i][k][mask[k]] for k in range(mask.shape[0])]))
     finally:
-        hook.remove()
-        stopper.remove()
-    return torch.cat(out)
+        for h in hooks:
+            h.remove()
+    return {i: torch.cat(v) for i, v in out.items()}
 
 
 class Reader(nn.Module):
@@ -144,7 +158,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--norm", nargs="+", default=["layer"], choices=("layer", "feature", "none"),
                     help="input normalisation of the trained readers (each is run)")
-    ap.add_argument("--cache", help="a .pt file for the tokens (written on the first run)")
+    ap.add_argument("--layers", type=int, nargs="+", default=[-1], help="read the image positions' "
+                    "states after these decoder layers (-1: the projector's output)")
+    ap.add_argument("--cache", help="a .pt file for the states (written on the first run)")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
@@ -159,30 +175,36 @@ def main() -> None:
             "val": data["val"].select(range(args.val))}  # fmt: skip
     t0 = time.perf_counter()
     if args.cache and os.path.isfile(args.cache):
-        tokens = torch.load(args.cache, weights_only=True)
+        cached = torch.load(args.cache, weights_only=True)
+        # a cache of the projector's output only: {"train": (N, T, D), "val": ...}
+        states = {int(k): v for k, v in cached.items()} if "train" not in cached else {-1: cached}
     else:
         policy = PosePolicy.from_pretrained(args.start).eval()
-        tokens = {k: image_tokens(policy, v) for k, v in rows.items()}
+        by_split = {k: image_states(policy, v, args.layers) for k, v in rows.items()}
+        states = {i: {k: by_split[k][i] for k in rows} for i in args.layers}
         if args.cache:
-            torch.save(tokens, args.cache)
+            torch.save({str(i): v for i, v in states.items()}, args.cache)
     extract_s = time.perf_counter() - t0
     y = torch.tensor(np.asarray(rows["train"]["gt_pose_6d"], dtype=np.float32))
     gt = torch.tensor(np.asarray(rows["val"]["gt_joints"]), dtype=torch.float64)
     fk = pose_to_joints()
-    report: dict[str, Any] = {"tokens": list(tokens["train"].shape), "extract_s": round(extract_s, 1),
+    report: dict[str, Any] = {"extract_s": round(extract_s, 1),
                               "mean_pose": score(y.mean(0).expand(len(gt), -1), gt, fk)}  # fmt: skip
-    ridge = DualRidge(tokens["train"].flatten(1).double().numpy(), [tokens["val"].flatten(1).double().numpy()])
-    best = min((score(torch.as_tensor(ridge.predict(y.double().numpy(), lam)[0]), gt, fk) for lam in LAMBDAS),
-               key=lambda r: r["mpjpe"])  # fmt: skip
-    report["ridge_concat (λ on val)"] = best
-    print(json.dumps(report), flush=True)
-    for norm in args.norm:
-        for kind in ("mean", "concat", "attend", "attend+pos"):
-            t = time.perf_counter()
-            pred = train_reader(kind, tokens["train"], y, tokens["val"], args.steps, args.lr, seed=0, norm=norm)
-            name = f"{kind} ({norm})"
-            report[name] = {**score(pred, gt, fk), "seconds": round(time.perf_counter() - t, 1)}
-            print(name, json.dumps(report[name]), flush=True)
+    for layer in args.layers:
+        tokens = states[layer]
+        tag = "projector" if layer < 0 else f"layer {layer}"
+        ridge = DualRidge(tokens["train"].flatten(1).double().numpy(), [tokens["val"].flatten(1).double().numpy()])
+        best = min((score(torch.as_tensor(ridge.predict(y.double().numpy(), lam)[0]), gt, fk) for lam in LAMBDAS),
+                   key=lambda r: r["mpjpe"])  # fmt: skip
+        report[f"{tag}: ridge_concat (λ on val)"] = best
+        print(tag, "ridge", json.dumps(best), flush=True)
+        for norm in args.norm:
+            for kind in ("mean", "concat", "attend", "attend+pos"):
+                t = time.perf_counter()
+                pred = train_reader(kind, tokens["train"], y, tokens["val"], args.steps, args.lr, seed=0, norm=norm)
+                name = f"{tag}: {kind} ({norm})"
+                report[name] = {**score(pred, gt, fk), "seconds": round(time.perf_counter() - t, 1)}
+                print(name, json.dumps(report[name]), flush=True)
     print(json.dumps(report))
 
 

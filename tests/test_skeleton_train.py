@@ -250,7 +250,8 @@ def test_warmup_standardizes_the_frame_tokens_once(tmp_path, tiny_model_dir, act
     cfg = _cfg(tiny_model_dir, action_dir, tmp_path / "w", **kw)
     data = load_action_data(cfg.dataset_path, formats=[cfg.skeleton_format], class_split=cfg.class_split,
                             clips_per_class=cfg.clips_per_class, num_frames=cfg.clip_frames,
-                            seed=cfg.data_seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction)  # fmt: skip
+                            seed=cfg.data_seed, val_fraction=cfg.val_fraction,
+                            test_fraction=cfg.test_fraction)  # fmt: skip
     clips = data.get(cfg.dataset_train_split, cfg.skeleton_format).subset(data.seen).clips
     name = projector_module_names(model.hf_model, model.family)[0]
     seen = []
