@@ -14,7 +14,8 @@ fix is the affine map
 
 folded into the projector's output layer (W ← diag(c/s) W, b ← c (b − m) / s), so the model
 stays a plain HF model whose tokens start at the text embeddings' scale with all of their
-variance between pictures.
+variance between pictures. An option, off by default: the image→pose SFT and the SkeletonLLM
+warm-up pilots on standardised tokens scored no better than without (docs/pretrained.md).
 
 A freshly initialised projector (the composed pretrained start) emits image tokens at about the
 norm of the text embeddings, but SFT grows them without bound: measured on the image→pose

@@ -174,7 +174,8 @@ class SFTConfig(BaseTrainConfig):
         "Before the first step, refit the projector's output layer so that each channel of the "
         "image tokens has zero mean and the text embeddings' spread over the first 256 training "
         "pictures (skipped if the model was standardised before). For a composed start whose "
-        "fresh projector emits nearly the same token for every picture (docs/pretrained.md)."))
+        "fresh projector emits nearly the same token for every picture; the pretrained image->pose "
+        "pilot was no better with it (docs/pretrained.md)."))
     max_length: int = field(default=256, **_help("Truncate prompt+response to this many tokens."))
 
     def __post_init__(self) -> None:
