@@ -94,7 +94,8 @@ class SkeletonConfig(BaseTrainConfig):
     standardize_image_tokens: bool = field(default=False, **_help("Before the first step, refit the "
         "projector's output layer so that each channel of the frame tokens has zero mean and the text "
         "embeddings' spread over 64 training clips rendered by the start's renderer (skipped if a "
-        "previous stage did; posrft.policy.image_tokens)."))  # fmt: skip
+        "previous stage did; posrft.policy.image_tokens). The pretrained warm-up pilot scored no better "
+        "with it (docs/pretrained.md)."))  # fmt: skip
     lora_layers: Optional[int] = field(default=None, **_help("LoRA only on the top N decoder layers "
         "(default: all)."))  # fmt: skip
     train_lm_head: Optional[bool] = field(default=None, **_help("Train a copy of the LM head next to "
