@@ -36,6 +36,7 @@ symptom of what keeps the composed model from reading its images, not the cause.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 import torch
@@ -44,6 +45,7 @@ from torch import Tensor, nn
 from posrft.policy.families import ModelFamily
 
 _ATTR = "posrft_image_token_norm"
+log = logging.getLogger("posrft.policy")
 
 
 def projector_module_names(model: nn.Module, family: ModelFamily) -> list[str]:
@@ -183,4 +185,7 @@ def standardize_image_tokens(model: nn.Module, family: ModelFamily, run_batches:
         fold_standardization(linears[n], mean, std, scale)
         report[n] = {"tokens": len(tokens), "median_std_before": float(std.median()),
                      "max_abs_mean_before": float(mean.abs().max()), "scale": float(scale)}  # fmt: skip
+        log.info("standardised the tokens of %s over %d image tokens: channel std %.3g (median), "
+                 "|mean| up to %.3g → std %.3g, mean 0", n, len(tokens), report[n]["median_std_before"],
+                 report[n]["max_abs_mean_before"], scale)  # fmt: skip
     return report

@@ -95,12 +95,8 @@ def standardize_frame_tokens(model: SkeletonLLM, clips: np.ndarray, count: int =
     pick = np.unique(np.linspace(0, len(clips) - 1, min(count, len(clips))).round().astype(int))
     parts = [pick[i:i + batch] for i in range(0, len(pick), batch)]
     runs = (lambda idx=idx: model.image_tokens(model.pixels(torch.from_numpy(clips[idx]))) for idx in parts)
-    report = standardize_image_tokens(model.hf_model, model.family, runs)
+    standardize_image_tokens(model.hf_model, model.family, runs)
     model.settings.image_tokens_standardized = True
-    for name, r in report.items():
-        log.info("standardised the frame tokens of %s over %d tokens: channel std %.3g (median), "
-                 "|mean| up to %.3g → std %.3g, mean 0", name, r["tokens"], r["median_std_before"],
-                 r["max_abs_mean_before"], r["scale"])  # fmt: skip
 
 
 def run_skeleton(cfg: SkeletonConfig, data=None) -> Path:

@@ -73,7 +73,7 @@ def text_rewards(scored: RewardBatch, pose_valid: torch.Tensor, group_rows: int)
     sum. Without ``specs`` (targets unknown) this is ``scored.text``."""
     if not scored.specs:
         return scored.text
-    values = scored.per_func.double().clone()
+    values = scored.per_func.double()
     r, c = values.shape
     if r % group_rows or pose_valid.shape != (r,):
         raise ValueError(f"{r} scored rows, pose_valid {tuple(pose_valid.shape)}, group of {group_rows}")
@@ -81,7 +81,7 @@ def text_rewards(scored: RewardBatch, pose_valid: torch.Tensor, group_rows: int)
     if not cols:
         return scored.text
     groups = values.view(-1, group_rows, c)
-    missing = (torch.isnan(groups) & ~pose_valid.view(-1, group_rows, 1).bool())
+    missing = torch.isnan(groups) & ~pose_valid.view(-1, group_rows, 1).bool()
     lowest = torch.where(torch.isnan(groups), torch.full_like(groups, float("inf")), groups).amin(1, keepdim=True)
     filled = torch.where(missing & torch.isfinite(lowest), lowest.expand_as(groups), groups).view(r, c)
     sub = filled[:, cols]

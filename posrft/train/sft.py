@@ -14,7 +14,6 @@ optimisation itself (accumulation, clipping, schedule, checkpoints) is :class:`L
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from pathlib import Path
@@ -32,8 +31,6 @@ from posrft.train.common import build_policy, export_policy, gather_mean, policy
 from posrft.train.config import SFTConfig
 from posrft.train.data import PromptSampler, encode_completions
 from posrft.train.loop import Learner
-
-log = logging.getLogger("posrft.train")
 
 
 def pose_loss_per_sample(dist: Any, gt_pose: torch.Tensor, kind: str, beta: float = 0.5) -> torch.Tensor:
@@ -125,14 +122,10 @@ def fit_image_token_standardization(policy: Any, data: Any, rows: int = 256, bat
     was_training = policy.training
     policy.eval()
     try:
-        report = standardize_image_tokens(policy.model, policy.family, (runner(p) for p in parts))
+        standardize_image_tokens(policy.model, policy.family, (runner(p) for p in parts))
     finally:
         policy.train(was_training)
     policy.config.image_tokens_standardized = True
-    for name, r in report.items():
-        log.info("standardised the tokens of %s over %d image tokens: channel std %.3g (median), "
-                 "|mean| up to %.3g → std %.3g, mean 0", name, r["tokens"], r["median_std_before"],
-                 r["max_abs_mean_before"], r["scale"])  # fmt: skip
 
 
 def run_sft(cfg: SFTConfig) -> Path:
