@@ -5,7 +5,7 @@ inside the handlers so ``posrft --help`` stays instant.
 
     posrft model init-tiny OUT_DIR [--seed N]
     posrft model init-pretrained OUT [--text smollm2|PATH] [--vision none|dinov2-small|PATH]
-                                     [--image-token-norm text|none|NORM]
+                                     [--image-token-norm text|none|NORM] [--pose-head-reads-image]
     posrft model sample MODEL_DIR [--prompt TEXT ...] [--num-generations G]
     posrft train RECIPE.yaml [--field value ...]
     posrft render CLIP.npy --format ntu25 --out clip.png|clip.gif [--fps 30] [--camera follow|fixed]
@@ -42,7 +42,8 @@ def _model_init_pretrained(args: argparse.Namespace) -> None:
     summary = init_pretrained(args.out_dir, args.text, args.vision, image_size=args.image_size,
                               pool=args.pool, seed=args.seed,
                               vision_feature_layer=args.vision_feature_layer,
-                              image_token_norm=args.image_token_norm)
+                              image_token_norm=args.image_token_norm,
+                              head_reads_image=args.pose_head_reads_image)
     print(json.dumps(summary, indent=2))
 
 
@@ -201,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-token-norm", default=None, type=_image_token_norm,
                    help="pin each image token the projector emits to this L2 norm: 'none' "
                    "(default), 'text' (a composed model: the LM's mean embedding norm) or a number")
+    p.add_argument("--pose-head-reads-image", action="store_true", help="the pose head also "
+                   "attends to the image tokens, queried by the <POSE> state (image-text starts)")
     p.add_argument("--seed", type=int, default=0, help="projector, new token rows and pose head")
     p.set_defaults(handler=_model_init_pretrained)
 

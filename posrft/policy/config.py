@@ -36,6 +36,9 @@ class PosePolicyConfig:
         channel of its tokens has zero mean and the text embeddings' spread over training
         pictures (:func:`posrft.policy.image_tokens.standardize_image_tokens`); a later SFT
         stage does not refit it.
+    head_reads_image: the pose head also attends to the prompt's image tokens, queried by the
+        ``<POSE>`` state (:mod:`posrft.policy.image_reader`), instead of relying on the language
+        model alone to carry the picture to ``<POSE>``.
     """
 
     pose_token: str = "<POSE>"
@@ -50,6 +53,7 @@ class PosePolicyConfig:
     sigma: dict | None = None
     image_token_norm: float | None = None
     image_tokens_standardized: bool = False
+    head_reads_image: bool = False
 
     @property
     def sigma_settings(self) -> "SigmaSettings":

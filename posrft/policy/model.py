@@ -33,6 +33,7 @@ from posrft.policy.config import (
     PosePolicyConfig,
 )
 from posrft.policy.families import ModelFamily, family_for_model_type
+from posrft.policy.image_reader import gather_image_tokens
 from posrft.policy.image_tokens import set_image_token_norm
 from posrft.policy.logprobs import first_token_index, position_ids_from_mask, selective_log_softmax
 from posrft.policy.mm_inputs import MultimodalInputs
@@ -114,9 +115,11 @@ class PosePolicy(nn.Module):
             raise ValueError(f"{self.config.pose_token!r} has id {self.pose_token_id} but the model "
                              f"from {where} has only {vocab_rows} output rows; resize embeddings")
         self.suppressed_token_ids: list[int] = []
+        self.image_token_id: int | None = None
         if self.multimodal:
             image_token = getattr(processing, "image_token", None) or "<image>"
-            ids = [resolve_token_id(tokenizer, image_token, where)]
+            self.image_token_id = resolve_token_id(tokenizer, image_token, where)
+            ids = [self.image_token_id]
             ids += [getattr(hf_config, a) for a in _PLACEHOLDER_ATTRS
                     if isinstance(getattr(hf_config, a, None), int) and getattr(hf_config, a) < vocab_rows]
             self.suppressed_token_ids = sorted(set(ids))
@@ -129,12 +132,18 @@ class PosePolicy(nn.Module):
                                  f"{where} is text-only")  # fmt: skip
             set_image_token_norm(self.model, self.family, self.config.image_token_norm)
         self.pad_token_id, self.eos_token_ids = self._special_ids(tokenizer)
+        if self.config.head_reads_image and not self.multimodal:
+            raise ValueError(f"head_reads_image=True but the model from {where} is text-only")
         if pose_head is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.config.head_seed)
                 pose_head = GaussianPoseHead(
                     self.hidden_size, self.config.num_joints, self.config.head_hidden_size,
-                    self.config.log_std_min, self.config.log_std_max, self.config.init_log_std)
+                    self.config.log_std_min, self.config.log_std_max, self.config.init_log_std,
+                    image_token_size=self.hidden_size if self.config.head_reads_image else None)
+        if pose_head.reads_image != self.config.head_reads_image:
+            raise ValueError(f"the pose head {'reads' if pose_head.reads_image else 'does not read'} the "
+                             f"image but the config says head_reads_image={self.config.head_reads_image}")
         if pose_head.pose_dim != self.config.pose_dim:
             raise ValueError(f"pose head predicts {pose_head.pose_dim} values but the config says "
                              f"num_joints={self.config.num_joints} ({self.config.pose_dim})")
@@ -276,6 +285,31 @@ class PosePolicy(nn.Module):
                 self._use_ref_head = False
 
     # ----------------------------------------------------------------- log-probs
+    def decoder_input_hook(self, store: list[Tensor]) -> Any:
+        """Register a hook that appends the first decoder layer's input (the embeddings the
+        language model receives, image tokens merged in) to ``store`` on its first call only
+        (``generate``'s prefill); returns the handle to ``remove()``."""
+        def keep(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if not store:
+                store.append(args[0] if args else kwargs["hidden_states"])
+
+        return self.hf_model.get_decoder().layers[0].register_forward_pre_hook(keep, with_kwargs=True)
+
+    def pose_distribution(self, pose_hidden: Tensor, prompt_ids: Tensor | None = None,
+                          decoder_inputs: Tensor | None = None) -> PoseDistribution:
+        """The active head's distribution for ``<POSE>`` states (N, H). A head that reads the
+        image also gets the tokens at the image placeholders of ``prompt_ids (N, P)`` from
+        ``decoder_inputs (N, ≥P, C)`` (see :meth:`decoder_input_hook`)."""
+        head = self.active_pose_head
+        if not head.reads_image:
+            return head(pose_hidden)
+        if prompt_ids is None or decoder_inputs is None:
+            raise ValueError("the pose head reads the image: give prompt_ids and decoder_inputs")
+        p = prompt_ids.shape[1]
+        tokens, mask = gather_image_tokens(decoder_inputs[:, :p], prompt_ids.to(decoder_inputs.device),
+                                           self.image_token_id)  # fmt: skip
+        return head(pose_hidden, tokens, mask)
+
     def _position_ids(self, attention_mask: Tensor, extra: dict[str, Tensor]) -> Tensor | None:
         """Position ids as ``generate`` builds them for this family (padding-invariant)."""
         mode = self.family.positions
@@ -351,9 +385,15 @@ class PosePolicy(nn.Module):
                                  f"the policy never generates (image placeholder)")
         t = completion_ids.shape[1]
         extra = self.model_inputs(mm_inputs, pixel_values, completion_tokens=t)
-        logits, hidden = self._forward_tail(torch.cat([prompt_ids, completion_ids], 1),
-                                            torch.cat([prompt_mask, completion_mask], 1),
-                                            extra, t + 1)
+        inputs: list[Tensor] = []
+        hook = self.decoder_input_hook(inputs) if self.active_pose_head.reads_image else None
+        try:
+            logits, hidden = self._forward_tail(torch.cat([prompt_ids, completion_ids], 1),
+                                                torch.cat([prompt_mask, completion_mask], 1),
+                                                extra, t + 1)
+        finally:
+            if hook is not None:
+                hook.remove()
         logits = logits[:, :-1].float() / temperature
         if self.suppressed_token_ids:
             banned = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device)
@@ -362,7 +402,7 @@ class PosePolicy(nn.Module):
         token_logps = selective_log_softmax(logits, completion_ids)
         valid, index = first_token_index(completion_ids, completion_mask, self.pose_token_id)
         pose_hidden = hidden[:, 1:][torch.arange(n, device=device), index]
-        dist = self.active_pose_head(pose_hidden)
+        dist = self.pose_distribution(pose_hidden, prompt_ids, inputs[0] if inputs else None)
         pose_logp = None if poses is None else self._pose_logp(dist, poses.to(device), valid)
         return PolicyLogProbs(token_logps, dist, pose_logp, valid)
 

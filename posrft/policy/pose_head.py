@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from posrft.policy.image_reader import ImageTokenReader
+
 IDENTITY_6D: tuple[float, ...] = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -171,11 +173,16 @@ class GaussianPoseHead(nn.Module):
     meaningful pose difference and only makes the density ratio needlessly sharp. The start value
     σ = e^−2 ≈ 0.135 (~8° per column) is roughly the error of a reasonable pose regressor, which
     SFT then shrinks.
+
+    ``image_token_size``: the head also reads the prompt's image tokens (an
+    :class:`~posrft.policy.image_reader.ImageTokenReader` queried by h) and the trunk takes
+    [h, pooled tokens]; ``forward`` then needs the tokens.
     """
 
     def __init__(self, input_size: int, num_joints: int = 22, hidden_size: int | None = None,
                  log_std_min: float = -5.0, log_std_max: float = 0.0,
-                 init_log_std: float = -2.0, init_scale: float = 1e-3) -> None:
+                 init_log_std: float = -2.0, init_scale: float = 1e-3,
+                 image_token_size: int | None = None) -> None:
         super().__init__()
         if num_joints < 1:
             raise ValueError(f"num_joints must be >= 1, got {num_joints}")
@@ -192,7 +199,9 @@ class GaussianPoseHead(nn.Module):
         # h ← (h − shift)·scale before the trunk; identity until fit_input_normalization
         self.register_buffer("input_shift", torch.zeros(input_size))
         self.register_buffer("input_scale", torch.ones(()))
-        self.trunk = nn.Sequential(nn.Linear(input_size, hidden), nn.GELU(),
+        self.image_reader = None if image_token_size is None else ImageTokenReader(input_size, image_token_size)
+        trunk_in = input_size + (image_token_size or 0)
+        self.trunk = nn.Sequential(nn.Linear(trunk_in, hidden), nn.GELU(),
                                    nn.Linear(hidden, hidden), nn.GELU())
         self.mean_out = nn.Linear(hidden, self.pose_dim)
         self.log_std_out = nn.Linear(hidden, self.pose_dim)
@@ -224,7 +233,8 @@ class GaussianPoseHead(nn.Module):
         relative scales). A data-dependent initialisation: a pretrained LM's hidden state puts
         most of its norm in a few dimensions that are the same for every prompt (SmolLM2 at
         ``<POSE>``: 96 % of the second moment), which the MLP would otherwise have to learn
-        around; the buffers are saved with the head and stay fixed while training."""
+        around; the buffers are saved with the head and stay fixed while training. (The image
+        reader's own standardisation: ``image_reader.fit_normalization``.)"""
         if hidden.dim() != 2 or hidden.shape[1] != self.input_shift.shape[0] or hidden.shape[0] < 2:
             raise ValueError(f"need hidden states (M >= 2, {self.input_shift.shape[0]}), got {tuple(hidden.shape)}")
         h = hidden.to(self.input_shift.dtype)
@@ -247,17 +257,32 @@ class GaussianPoseHead(nn.Module):
         else:
             self.free_log_std = None
 
-    def forward(self, hidden: Tensor) -> PoseDistribution:
-        """hidden (N, H) → PoseDistribution with mean/log_std (N, 6·num_joints), in head dtype."""
+    @property
+    def reads_image(self) -> bool:
+        return self.image_reader is not None
+
+    def forward(self, hidden: Tensor, image_tokens: Tensor | None = None,
+                image_mask: Tensor | None = None) -> PoseDistribution:
+        """hidden (N, H) → PoseDistribution with mean/log_std (N, 6·num_joints), in head dtype.
+        A head that reads the image also takes ``image_tokens (N, T, C)`` and ``image_mask
+        (N, T)`` (True for real tokens; see :func:`~posrft.policy.image_reader.gather_image_tokens`)."""
         if hidden.dim() != 2:
             raise ValueError(f"GaussianPoseHead expects hidden states (N, H), got {tuple(hidden.shape)}")
+        if self.reads_image != (image_tokens is not None) or (image_tokens is None) != (image_mask is None):
+            raise ValueError("this pose head " + ("reads the image tokens: pass image_tokens and image_mask"
+                             if self.reads_image else "does not read image tokens; pass none"))
+        dtype = self.mean_out.weight.dtype
         # Under bf16 autocast the head still runs in its own dtype: a fixed σ of 0.05 divides
         # μ's error by σ² in every log-density, and bf16 rounds μ ≈ 1 by ~0.004 (8 % of σ).
         with torch.autocast(hidden.device.type, enabled=False):
-            return self._distribution(hidden.to(self.mean_out.weight.dtype))
+            return self._distribution(hidden.to(dtype), None if image_tokens is None else image_tokens.to(dtype),
+                                      image_mask)  # fmt: skip
 
-    def _distribution(self, hidden: Tensor) -> PoseDistribution:
-        features = self.trunk((hidden - self.input_shift) * self.input_scale)
+    def _distribution(self, hidden: Tensor, image_tokens: Tensor | None, image_mask: Tensor | None) -> PoseDistribution:
+        h = (hidden - self.input_shift) * self.input_scale
+        if self.image_reader is not None:
+            h = torch.cat([h, self.image_reader(h, image_tokens, image_mask)], -1)
+        features = self.trunk(h)
         mean = self.mean_out(features)
         mode = self.sigma.mode
         if mode == "fixed":

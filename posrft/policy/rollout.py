@@ -149,8 +149,11 @@ def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] 
 
     rng_devices = [device] if device.type == "cuda" else []
     captured: list[Tensor] = []  # the LM head's input per generate step (score=False)
-    hook = None if score else policy.hf_model.get_output_embeddings().register_forward_hook(
-        lambda _mod, args, _out: captured.append(args[0][:, -1]))
+    decoder_inputs: list[Tensor] = []  # the prefill's decoder input, for a head that reads the image
+    hooks = [] if score else [policy.hf_model.get_output_embeddings().register_forward_hook(
+        lambda _mod, args, _out: captured.append(args[0][:, -1]))]
+    if not score and policy.active_pose_head.reads_image:
+        hooks.append(policy.decoder_input_hook(decoder_inputs))
     try:
         with torch.random.fork_rng(devices=rng_devices):
             if seed is not None:
@@ -160,7 +163,7 @@ def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] 
                 eos_token_id=policy.eos_token_ids, suppress_tokens=policy.suppressed_token_ids or None,
                 use_cache=True, **_sampling_kwargs(greedy, temperature, top_p, top_k))
     finally:
-        if hook is not None:
+        for hook in hooks:
             hook.remove()
     completion_ids, completion_mask = mask_after_eos(
         sequences[:, prompt_ids.shape[1]:], torch.tensor(policy.eos_token_ids), policy.pad_token_id)
@@ -172,7 +175,8 @@ def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] 
     else:
         token_logps = None
         dist, valid = _pose_from_generate(policy, captured, prompt_ids, prompt_mask, completion_ids,
-                                          completion_mask, mm_inputs, temperature)
+                                          completion_mask, mm_inputs, temperature,
+                                          decoder_inputs[0] if decoder_inputs else None)
     k = num_pose_samples
     if greedy:
         pose = dist.mean[:, None]
@@ -200,11 +204,13 @@ def rollout(policy: "PosePolicy", prompts: Sequence[Any], images: Sequence[Any] 
 
 def _pose_from_generate(policy: "PosePolicy", captured: list[Tensor], prompt_ids: Tensor,
                         prompt_mask: Tensor, completion_ids: Tensor, completion_mask: Tensor,
-                        mm_inputs: Any, temperature: float) -> tuple[PoseDistribution, Tensor]:
+                        mm_inputs: Any, temperature: float,
+                        decoder_inputs: Tensor | None = None) -> tuple[PoseDistribution, Tensor]:
     """The pose distribution at each completion's first ``<POSE>`` from the hidden states
     ``generate`` computed: call 0 of the LM head saw the prompt, call ``j + 1`` the completion's
-    token ``j``. A ``<POSE>`` generated at the very last step was never fed back; those rows
-    (rare) get one scoring forward pass."""
+    token ``j``; ``decoder_inputs`` (N, P, C): the prefill's decoder input, for a head that
+    reads the image. A ``<POSE>`` generated at the very last step was never fed back; those
+    rows (rare) get one scoring forward pass."""
     valid, index = first_token_index(completion_ids, completion_mask, policy.pose_token_id)
     n = completion_ids.shape[0]
     steps = torch.stack(captured[1:], 1) if len(captured) > 1 else None  # (N, steps, H)
@@ -213,7 +219,7 @@ def _pose_from_generate(policy: "PosePolicy", captured: list[Tensor], prompt_ids
     if steps is not None and have.any():
         rows = have.nonzero()[:, 0]
         hidden[rows] = steps[rows, index[rows]]
-    dist = policy.active_pose_head(hidden)
+    dist = policy.pose_distribution(hidden, prompt_ids, decoder_inputs)
     missing = (valid & ~have).nonzero()[:, 0]
     if len(missing):
         out = policy.forward_logprobs(prompt_ids[missing], prompt_mask[missing],

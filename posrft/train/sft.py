@@ -79,13 +79,24 @@ def joint_loss(mean: torch.Tensor, gt_pose: torch.Tensor, valid: torch.Tensor, f
 
 
 @torch.no_grad()
-def fit_pose_head_input(policy: Any, data: Any, use_images: bool, rows: int = 256, batch: int = 16) -> None:
-    """Fit the pose head's input normalisation to the ``<POSE>`` hidden states of the first
-    ``rows`` training rows (the same rows on every rank, so every replica gets the same
-    statistics without a collective)."""
+def fit_pose_head_input(policy: Any, data: Any, use_images: bool, rows: int = 256, batch: int = 16, *,
+                        hidden: bool = True, image: bool = True) -> None:
+    """Fit the pose head's input statistics on the first ``rows`` training rows (the same rows
+    on every rank, so every replica gets the same statistics without a collective): with
+    ``hidden``, the normalisation of the ``<POSE>`` state (``pose_head_input_norm``); with
+    ``image`` and a head that reads the image, the per-channel standardisation of its image
+    tokens, over those rows' pictures."""
     head = policy.active_pose_head
-    captured: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda _m, args, _o: captured.append(args[0].detach().float()))
+    image = image and head.reads_image
+    states: list[torch.Tensor] = []
+    tokens: list[torch.Tensor] = []
+
+    def keep(_m: Any, args: tuple, _o: Any) -> None:
+        states.append(args[0].detach().float())
+        if image:
+            tokens.append(args[1][args[2]].detach().float())  # the real tokens, padding left out
+
+    hook = head.register_forward_hook(keep)
     was_training = policy.training
     policy.eval()
     try:
@@ -95,11 +106,16 @@ def fit_pose_head_input(policy: Any, data: Any, use_images: bool, rows: int = 25
                                  policy.multimodal, policy.family)  # fmt: skip
             comp_ids, comp_mask = encode_completions(policy, part["prompt"], part["completion"])
             out = policy(enc.input_ids, enc.attention_mask, comp_ids, comp_mask, mm_inputs=enc.mm_inputs)
-            captured[-1] = captured[-1][out.pose_valid.cpu()]  # rows whose answer has a <POSE>
+            states[-1] = states[-1][out.pose_valid.cpu()]  # rows whose answer has a <POSE>
     finally:
         hook.remove()
         policy.train(was_training)
-    head.fit_input_normalization(torch.cat(captured))
+    if image:
+        if not sum(len(t) for t in tokens):
+            raise ValueError(f"the pose head reads the image but the first {rows} training rows have no pictures")
+        head.image_reader.fit_normalization(torch.cat(tokens))
+    if hidden:
+        head.fit_input_normalization(torch.cat(states))
 
 
 @torch.no_grad()
@@ -151,8 +167,13 @@ def run_sft(cfg: SFTConfig) -> Path:
     policy.pose_head.sigma_stops_gradient = cfg.pose_loss == "l2_nll"
     if use_images and not policy.multimodal:
         raise ValueError(f"dataset {cfg.dataset_path!r} has images but the model is text-only")
-    if cfg.pose_head_input_norm and not policy.active_pose_head.has_input_normalization:
-        fit_pose_head_input(policy, data, use_images)
+    head = policy.active_pose_head
+    fit_hidden = cfg.pose_head_input_norm and not head.has_input_normalization
+    # a head that reads the image cannot do without its tokens' standardisation (module
+    # docstring of posrft.policy.image_reader), so it is fitted whenever missing
+    fit_image = head.reads_image and not head.image_reader.has_normalization
+    if fit_hidden or fit_image:
+        fit_pose_head_input(policy, data, use_images, hidden=fit_hidden, image=fit_image)
     world, rank = acc.num_processes, acc.process_index
     bs = cfg.per_device_train_batch_size
     total = cfg.max_steps

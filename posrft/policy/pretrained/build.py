@@ -116,7 +116,8 @@ def init_pretrained(out_dir: str | os.PathLike, text: str | os.PathLike = "smoll
                     vision: str | os.PathLike | None = "none", *,
                     image_size: int = DEFAULT_IMAGE_SIZE, pool: int = DEFAULT_POOL, seed: int = 0,
                     vision_feature_layer: int = -1,
-                    image_token_norm: float | str | None = None) -> dict[str, Any]:
+                    image_token_norm: float | str | None = None,
+                    head_reads_image: bool = False) -> dict[str, Any]:
     """Write a pretrained pose-policy folder to ``out_dir`` (module docstring); a summary dict.
 
     ``text``: ``"smollm2"`` or a local HF folder (causal LM or image-text model);
@@ -128,7 +129,8 @@ def init_pretrained(out_dir: str | os.PathLike, text: str | os.PathLike = "smoll
     model's fresh projector at the language model's mean embedding-row norm (an image-text
     model given as ``text`` keeps its trained projector's scale), a number that norm. Not the
     default: the pin stops the norm growth SFT causes but measured no gain in accuracy
-    (docs/pretrained.md, "The image-token norm").
+    (docs/pretrained.md, "The image-token norm"). ``head_reads_image``: the pose head also
+    attends to the image tokens (:mod:`posrft.policy.image_reader`; multimodal starts only).
     """
     from posrft.policy.config import PosePolicyConfig
     from posrft.policy.model import PosePolicy
@@ -155,7 +157,7 @@ def init_pretrained(out_dir: str | os.PathLike, text: str | os.PathLike = "smoll
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    config = PosePolicyConfig(head_seed=seed, image_token_norm=pin)
+    config = PosePolicyConfig(head_seed=seed, image_token_norm=pin, head_reads_image=head_reads_image)
     policy = PosePolicy(model.eval(), processing, config,
                         source=str(text_dir))
     policy.save_pretrained(out)
@@ -164,7 +166,7 @@ def init_pretrained(out_dir: str | os.PathLike, text: str | os.PathLike = "smoll
         "multimodal": policy.multimodal, "parameters": count_parameters(model),
         "pose_head_parameters": sum(p.numel() for p in policy.pose_head.parameters()),
         "vocab": len(tokenizer), "pose_token_id": policy.pose_token_id,
-        "image_token_norm": config.image_token_norm,
+        "image_token_norm": config.image_token_norm, "head_reads_image": head_reads_image,
         "image_tokens": (image_size // model.config.vision_config.patch_size // pool) ** 2
         if vision_dir is not None else None,
         "resolve_s": round(t_resolve, 2), "total_s": round(time.perf_counter() - t0, 2),
