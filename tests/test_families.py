@@ -372,3 +372,32 @@ def test_skeletonllm_names_a_family_its_pixel_path_does_not_support(family_dirs)
 
     with pytest.raises(ValueError, match="needs a LLaVA-style model.*Qwen2.5-VL is not supported"):
         SkeletonLLM.from_pretrained(family_dirs("qwen2_5_vl"))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_pose_head_that_reads_the_image_sees_each_prompts_image_tokens(family_dirs, name, nudge_logits):
+    """``head_reads_image`` in every family: the head gets one token per image placeholder of
+    the prompt, and the pose read from ``generate``'s states equals the learner's."""
+    import dataclasses
+
+    from posrft.policy.config import PosePolicyConfig
+
+    loaded = PosePolicy.from_pretrained(family_dirs(name))
+    policy = PosePolicy(loaded.model, loaded.processing,
+                        dataclasses.replace(loaded.config or PosePolicyConfig(), head_reads_image=True))
+    nudge_logits(policy, {"<POSE>": 9.0})
+    torch.nn.init.normal_(policy.pose_head.mean_out.weight, std=0.1)  # so μ follows the input
+    prompts, images = _prompts(policy.family)
+    seen = []
+    hook = policy.pose_head.register_forward_hook(lambda _m, args, _o: seen.append(args[2].sum(1)))
+    try:
+        batch = policy.rollout(prompts, images, num_generations=2, max_new_tokens=4, seed=0, score=False)
+    finally:
+        hook.remove()
+    placeholders = (batch.prompt_ids == policy.image_token_id).sum(1)
+    assert torch.equal(seen[0].cpu(), placeholders) and placeholders[0] > 0
+    assert batch.pose_valid.any()
+    out = policy.forward_logprobs(batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
+                                  batch.completion_mask, mm_inputs=batch.mm_inputs)
+    valid = batch.pose_valid
+    torch.testing.assert_close(out.pose_dist.mean[valid], batch.pose_mean[valid], rtol=1e-4, atol=1e-5)

@@ -118,6 +118,7 @@ def test_rollout_and_learner_agree(reading_policy, nudge_logits, score):
     """The stored pose log-probs (from the scoring pass, or from ``generate``'s own states) are
     what the learner recomputes: ratio 1 for unchanged weights, images in different rows."""
     nudge_logits(reading_policy, {"<POSE>": 7.0, "<|im_end|>": 6.0})
+    nn.init.normal_(reading_policy.pose_head.mean_out.weight, std=0.1)  # so μ follows the input
     images = [_image(2), [_image(3), _image(4)], None]
     batch = reading_policy.rollout(["first", "second prompt", "no picture"], images, num_generations=3,
                                    max_new_tokens=6, seed=1, score=score)  # fmt: skip
