@@ -46,6 +46,11 @@ def build_policy(cfg: BaseTrainConfig, before_adapters: Callable[[PosePolicy], N
             for name, p in policy.named_parameters():
                 if policy.family.is_projector(name):
                     p.requires_grad_(False)
+    if policy.pose_head.reads_image and any(
+            p.requires_grad for n, p in policy.named_parameters() if policy.family.is_projector(n)):
+        log.warning("the pose head reads the image tokens with statistics fitted before training, and "
+                    "the projector trains (train_projector: true) and moves them; measured stable with "
+                    "train_projector: false (posrft.policy.image_reader)")
     return policy
 
 
