@@ -158,9 +158,12 @@ def test_checkpoint_round_trip_and_config_checks(reading_policy, tiny_model_dir,
         PosePolicy(plain.model, plain.processing, PosePolicyConfig(), pose_head=reading_policy.pose_head)
 
 
-def test_sft_fits_the_token_standardisation_on_training_pictures(tmp_path, tiny_model_dir):
+def test_sft_fits_the_token_standardisation_on_training_pictures(tmp_path, tiny_model_dir, caplog):
     """Before the first step SFT standardises the reader's tokens with the first training rows'
-    pictures (even without pose_head_input_norm), and training moves the reader."""
+    pictures (even without pose_head_input_norm), and training moves the reader. A projector
+    that trains under such a head is warned about."""
+    import logging
+
     from datasets import load_from_disk
 
     from posrft.data.synth import build_image2pose
@@ -171,9 +174,11 @@ def test_sft_fits_the_token_standardisation_on_training_pictures(tmp_path, tiny_
     build_image2pose(20, 2, 2, seed=0, out_dir=data, image_size=48)
     start = PosePolicy.from_pretrained(tiny_model_dir, config=PosePolicyConfig(head_reads_image=True))
     start.save_pretrained(tmp_path / "start")
-    out = run_sft(SFTConfig(model_name_or_path=str(tmp_path / "start"), output_dir=str(tmp_path / "sft"),
-                            dataset_path=str(data), max_steps=2, per_device_train_batch_size=4,
-                            report_to=["none"], use_peft=False))  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="posrft.train"):
+        out = run_sft(SFTConfig(model_name_or_path=str(tmp_path / "start"), output_dir=str(tmp_path / "sft"),
+                                dataset_path=str(data), max_steps=2, per_device_train_batch_size=4,
+                                report_to=["none"], use_peft=False))  # fmt: skip
+    assert "train_projector: false" in caplog.text
     trained = PosePolicy.from_pretrained(out)
     reader = trained.pose_head.image_reader
     assert reader.has_normalization and not trained.pose_head.has_input_normalization
