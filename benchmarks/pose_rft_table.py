@@ -6,7 +6,8 @@
 
 ``--start pretrained`` (the default): SmolLM2-135M-Instruct for text→pose and SmolLM2 +
 DINOv2-small (224 px, 16 image tokens) for image→pose, built offline by ``posrft model
-init-pretrained``, LoRA on the top decoder layers; ``--start tiny``: the tiny random models
+init-pretrained``, LoRA on the top decoder layers; for image→pose the pose head also reads
+the image tokens (``--pose-head-reads-image``) and SFT keeps the projector frozen; ``--start tiny``: the tiny random models
 (the cheap second section). ``--text-model`` / ``--image-model`` take any local HF folder
 instead. Per task (run in the order b, c, e, a, d, ablations, TRL, so a partial run already
 holds the headline; every stage resumable: a finished one leaves ``WORK/<task>/<row>/result.json``):
@@ -64,6 +65,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
                "num_generations": 2, "num_pose_samples": 32, "max_completion_length": 16,
                "use_peft": True, "lora_layers": 8, "train_projector": False, "bf16": True, **_RL_COMMON},
         "trl_steps": 30, "retrieval_epochs": 60,
+        # image→pose: the pose head reads the image tokens itself (the composed LM does not learn
+        # to carry the picture to <POSE> in this budget), and the projector those tokens come
+        # from stays frozen (docs/pretrained.md, "A pose head that reads the image")
+        "image2pose": {"start": {"head_reads_image": True}, "sft": {"train_projector": False}},
     },
     "tiny": {
         "data": {"text2pose": 6000, "image2pose": 3000}, "image_size": 56,
@@ -130,6 +135,7 @@ class Task:
     def __init__(self, task: str, mode: str, start: str, work: Path, base_model: str | None) -> None:
         self.task, self.mode, self.start = task, mode, start
         self.s = SETTINGS[mode]
+        self.task_settings = self.s.get(task, {})
         self.work = work / task
         self.work.mkdir(parents=True, exist_ok=True)
         self.base_model = base_model
@@ -175,11 +181,12 @@ class Task:
 
                 init_pretrained(self.model0, text="smollm2",
                                 vision="dinov2-small" if self.task == "image2pose" else "none",
-                                image_size=self.s["image_size"])  # fmt: skip
+                                image_size=self.s["image_size"], **self.task_settings.get("start", {}))  # fmt: skip
             else:
                 from posrft.policy.tiny import build_tiny_model, build_tiny_text_model
 
                 (build_tiny_text_model if self.task == "text2pose" else build_tiny_model)(self.model0, seed=0)
+        self._check_start()
         self.reward_model = self.retrieval = None
         if self.task == "text2pose":
             from posrft.eval.retrieval_train import train_retrieval
@@ -191,6 +198,19 @@ class Task:
             self.reward_model = str(reward)
             self.retrieval = {"evaluator": str(evaluator), "reward_model": str(reward)}
 
+    def _check_start(self) -> None:
+        """A start built by an older version of the table must not be reused with other settings."""
+        wanted = self.task_settings.get("start", {})
+        if self.base_model or not wanted:
+            return
+        from posrft.policy.config import CONFIG_NAME, PosePolicyConfig
+
+        config = PosePolicyConfig.from_json_file(self.model0 / CONFIG_NAME)
+        for key, value in wanted.items():
+            if getattr(config, key) != value:
+                raise SystemExit(f"{self.model0}: built with {key}={getattr(config, key)!r}, the table's "
+                                 f"{self.task} settings say {value!r}; move the task's work folder aside")
+
     def sft(self, row: str, start: Path, steps: int, seed: int = 0, **kw: Any) -> dict[str, Any]:
         from posrft.train.config import SFTConfig
         from posrft.train.sft import run_sft
@@ -199,7 +219,7 @@ class Task:
             return r
         out = self.work / row
         t = time.perf_counter()
-        cfg = {**self.s["sft"], "max_steps": steps, **kw}
+        cfg = {**self.s["sft"], **self.task_settings.get("sft", {}), "max_steps": steps, **kw}
         run_sft(SFTConfig(model_name_or_path=str(start), dataset_path=str(self.data), output_dir=str(out),
                           seed=seed, report_to=["none"], logging_steps=25, save_steps=max(1, steps // 4),
                           resume_from_checkpoint="latest", **cfg))  # fmt: skip
