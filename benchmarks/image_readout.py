@@ -1,7 +1,8 @@
 """Can a small reader learn the pose from the 16 image tokens the language model receives?
 
     python benchmarks/image_readout.py --start WORK/image2pose/start --data WORK/image2pose/data \
-        [--layers -1 0 8 16 21 29] [--norm layer feature none] [--steps 900] [--cache FILE]
+        [--layers -1 0 8 16 21 29] [--norm layer feature none] [--steps 900] [--cache FILE] \
+        [--pose-head l2_nll nll+10 ...]
 
 The image→pose SFT does not learn the heading (docs/pretrained.md), while a ridge probe on the
 start's image tokens, concatenated, does. This separates "the tokens lack it" from "the language
@@ -16,6 +17,14 @@ and readers are trained on them with the SFT's budget (AdamW, batch 16, ``--step
 * ``attend``: one attention layer with a learned query over the tokens, then the MLP — what a
   ``<POSE>`` position can do in one decoder layer, whose value vectors carry no position;
 * ``attend+pos``: the same with a learned embedding per token position added first.
+
+``--pose-head LOSS[+W] ...`` also trains the product's own head on the same tokens: a
+:class:`~posrft.policy.pose_head.GaussianPoseHead` that reads the image (its
+:class:`~posrft.policy.image_reader.ImageTokenReader`, standardisation fitted on the first 256
+training pictures), the ``<POSE>`` state held at zero so only the picture informs it, trained
+with SFT's pose loss ``LOSS`` (×10, as the table) plus ``W`` × the joint-space loss
+(``pose_joint_loss_weight``), raw 6D targets: what ``head_reads_image`` can learn from a frozen
+projector, without the language model.
 
 Each reader's input is normalised as ``--norm`` says: ``layer`` (LayerNorm per token, as the
 LM's own norms do), ``feature`` (each channel standardised with the training set's statistics)
@@ -148,6 +157,36 @@ def train_reader(kind: str, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, 
         return model(xv) * sd + mu
 
 
+def train_pose_head(spec: str, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, steps: int, lr: float,
+                    seed: int, fk: Any) -> torch.Tensor:
+    """The product's pose head with an image reader on tokens ``(N, T, D)``; ``spec`` is
+    ``LOSS`` or ``LOSS+W`` (module docstring). Returns μ on ``xv``."""
+    from posrft.policy.pose_head import GaussianPoseHead
+    from posrft.train.sft import joint_loss, pose_loss_per_sample
+
+    loss_kind, _, weight = spec.partition("+")
+    joint_weight = float(weight or 0)
+    torch.manual_seed(seed)
+    dim = x.shape[-1]
+    head = GaussianPoseHead(dim, y.shape[1] // 6, image_token_size=dim)
+    head.sigma_stops_gradient = loss_kind == "l2_nll"  # as run_sft
+    head.image_reader.fit_normalization(x[:256].reshape(-1, dim))
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(16, x.shape[1], dtype=torch.bool)
+    for _ in range(steps):
+        i = torch.randint(len(x), (16,), generator=g)
+        dist = head(torch.zeros(16, dim), x[i], mask)
+        loss = 10.0 * pose_loss_per_sample(dist, y[i], loss_kind).mean()
+        if joint_weight:
+            loss = loss + joint_weight * joint_loss(dist.mean, y[i], torch.ones(16, dtype=torch.bool), fk)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return head(torch.zeros(len(xv), dim), xv, torch.ones(len(xv), x.shape[1], dtype=torch.bool)).mean
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--start", required=True, help="policy folder whose projector emits the tokens")
@@ -161,6 +200,10 @@ def main() -> None:
     ap.add_argument("--layers", type=int, nargs="+", default=[-1], help="read the image positions' "
                     "states after these decoder layers (-1: the projector's output)")
     ap.add_argument("--cache", help="a .pt file for the states (written on the first run)")
+    ap.add_argument("--pose-head", nargs="*", default=[], metavar="LOSS[+W]",
+                    help="also train the product's reading pose head with these SFT losses")
+    ap.add_argument("--readers", nargs="*", default=["mean", "concat", "attend", "attend+pos"],
+                    choices=("mean", "concat", "attend", "attend+pos"))
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
@@ -199,12 +242,18 @@ def main() -> None:
         report[f"{tag}: ridge_concat (λ on val)"] = best
         print(tag, "ridge", json.dumps(best), flush=True)
         for norm in args.norm:
-            for kind in ("mean", "concat", "attend", "attend+pos"):
+            for kind in args.readers:
                 t = time.perf_counter()
                 pred = train_reader(kind, tokens["train"], y, tokens["val"], args.steps, args.lr, seed=0, norm=norm)
                 name = f"{tag}: {kind} ({norm})"
                 report[name] = {**score(pred, gt, fk), "seconds": round(time.perf_counter() - t, 1)}
                 print(name, json.dumps(report[name]), flush=True)
+        for spec in args.pose_head:
+            t = time.perf_counter()
+            pred = train_pose_head(spec, tokens["train"], y, tokens["val"], args.steps, args.lr, seed=0, fk=fk)
+            name = f"{tag}: pose head ({spec})"
+            report[name] = {**score(pred, gt, fk), "seconds": round(time.perf_counter() - t, 1)}
+            print(name, json.dumps(report[name]), flush=True)
     print(json.dumps(report))
 
 
