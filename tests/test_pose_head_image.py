@@ -3,6 +3,8 @@ attention pooling, the policy's learner and rollout paths, checkpoints and the S
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -200,3 +202,33 @@ def test_sft_fits_the_token_standardisation_on_training_pictures(tmp_path, tiny_
     torch.testing.assert_close(reader.token_scale.double(), 1 / tokens.std(0), rtol=1e-3, atol=1e-5)
     moved = trained.pose_head.image_reader.query_from_pose.weight
     assert moved.abs().sum() > 0  # zero-initialised, so any value is a training step's
+
+
+def test_hygrpo_with_lora_trains_the_reader_and_keeps_its_statistics(tmp_path, tiny_model_dir):
+    """The RL path of the table's image rows: LoRA, projector frozen, the reference head under
+    the disabled adapter; the exported head still reads the image with the SFT's statistics."""
+    from safetensors.torch import load_file
+
+    from posrft.data.synth import build_image2pose
+    from posrft.train.config import HyGRPOConfig, SFTConfig
+    from posrft.train.hygrpo import run_hygrpo
+    from posrft.train.sft import run_sft
+
+    data = tmp_path / "i2p"
+    build_image2pose(16, 2, 2, seed=0, out_dir=data, image_size=48)
+    PosePolicy.from_pretrained(tiny_model_dir, config=PosePolicyConfig(head_reads_image=True)).save_pretrained(tmp_path / "start")
+    sft = run_sft(SFTConfig(model_name_or_path=str(tmp_path / "start"), output_dir=str(tmp_path / "sft"),
+                            dataset_path=str(data), max_steps=10, per_device_train_batch_size=4, learning_rate=1e-2,
+                            report_to=["none"], use_peft=False, train_projector=False))  # fmt: skip
+    out = run_hygrpo(HyGRPOConfig(
+        model_name_or_path=str(sft), dataset_path=str(data), output_dir=str(tmp_path / "rl"), max_steps=2,
+        per_device_train_batch_size=8, num_generations=4, max_completion_length=8, learning_rate=1e-2,
+        report_to=["none"], num_rollout_workers=0, use_peft=True, lora_r=4, train_projector=False,
+        merge_lora_on_export=True, rewards=[{"func": "format", "target": "text"}, {"func": "joint", "target": "pose"}]))
+    log = [json.loads(line) for line in open(tmp_path / "rl" / "metrics.jsonl")]
+    assert all(r["pose/valid_frac"] > 0 for r in log)
+    before, after = load_file(str(sft / "pose_head.safetensors")), load_file(str(out / "pose_head.safetensors"))
+    for key in ("image_reader.token_shift", "image_reader.token_scale"):
+        assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["image_reader.attention.in_proj_weight"], after["image_reader.attention.in_proj_weight"])
+    assert PosePolicy.from_pretrained(out).pose_head.reads_image
