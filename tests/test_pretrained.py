@@ -279,3 +279,14 @@ def test_bad_sources_name_the_flag(tmp_path):
         init_pretrained(tmp_path / "o", tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="--vision"):
         init_pretrained(tmp_path / "o", "smollm2", tmp_path / "missing")
+
+
+def test_cli_builds_a_start_whose_head_reads_the_image(tiny_model_dir, tmp_path):
+    from posrft.cli import main
+
+    assert main(["model", "init-pretrained", str(tmp_path / "out"), "--text", str(tiny_model_dir),
+                 "--pose-head-reads-image"]) == 0
+    policy = PosePolicy.from_pretrained(tmp_path / "out")
+    assert policy.config.head_reads_image and policy.pose_head.reads_image
+    with pytest.raises(ValueError, match="text-only"):
+        init_pretrained(tmp_path / "t", "smollm2", "none", head_reads_image=True)
