@@ -5,8 +5,9 @@ the picture's content from the image positions to ``<POSE>``. A pretrained MLLM 
 freshly composed one (DINOv2 + SmolLM2 with a new projector) did not learn it in the table's
 SFT budget, although the image tokens hold the pose (docs/pretrained.md). With
 ``PosePolicyConfig.head_reads_image`` the head also attends to the image tokens the language
-model receives (the projector's output at the image placeholders), queried by the ``<POSE>``
-state, so text still decides the answer and the picture reaches the pose directly:
+model receives (the first decoder layer's input at the image placeholders: the projector's
+output, times the embedding scale in families that have one), queried by the ``<POSE>`` state,
+so text still decides the answer and the picture reaches the pose directly:
 
     x̂_t = (x_t − m) ⊙ s                      per channel; m, s fitted on training pictures
     q   = q₀ + W_q ĥ                         ĥ: the head's normalised <POSE> state
