@@ -208,7 +208,7 @@ def write_report(results: dict[str, Any], out: Path, *, stem: str, settings: dic
     md = [f"# Pose-RFT results table ({mode} start)", "",
           f"Regenerate: `{command}`. Training time of the rows below: "
           + ", ".join(f"{t} {h:.1f} h" for t, h in compute.items())
-          + f" (the tasks run in parallel, sharing a 2-core CPU with other jobs; "
+          + f" (on a 2-core CPU shared with other jobs, which slows memory-bound stages several-fold; "
           + (f"this invocation {wall_s / 3600:.1f} h, finished stages reused" if wall_s is not None else
              "**a partial table**: the rows not listed have not run yet")
           + "). Test split; mean ± std over "
