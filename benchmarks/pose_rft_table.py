@@ -7,8 +7,8 @@
 ``--start pretrained`` (the default): SmolLM2-135M-Instruct for text→pose and SmolLM2 +
 DINOv2-small (224 px, 16 image tokens) for image→pose, built offline by ``posrft model
 init-pretrained``, LoRA on the top decoder layers; for image→pose the pose head also reads
-the image tokens (``--pose-head-reads-image``) and SFT keeps the projector frozen; ``--start tiny``: the tiny random models
-(the cheap second section). ``--text-model`` / ``--image-model`` take any local HF folder
+the image tokens (``--pose-head-reads-image``) and SFT keeps the projector frozen. ``--start
+tiny``: the tiny random models (the cheap second section). ``--text-model`` / ``--image-model`` take any local HF folder
 instead. Per task (run in the order b, c, e, a, d, ablations, TRL, so a partial run already
 holds the headline; every stage resumable: a finished one leaves ``WORK/<task>/<row>/result.json``):
 
