@@ -241,17 +241,15 @@ def main() -> None:
                    key=lambda r: r["mpjpe"])  # fmt: skip
         report[f"{tag}: ridge_concat (λ on val)"] = best
         print(tag, "ridge", json.dumps(best), flush=True)
-        for norm in args.norm:
-            for kind in args.readers:
-                t = time.perf_counter()
-                pred = train_reader(kind, tokens["train"], y, tokens["val"], args.steps, args.lr, seed=0, norm=norm)
-                name = f"{tag}: {kind} ({norm})"
-                report[name] = {**score(pred, gt, fk), "seconds": round(time.perf_counter() - t, 1)}
-                print(name, json.dumps(report[name]), flush=True)
-        for spec in args.pose_head:
+        x, xv = tokens["train"], tokens["val"]
+        jobs = [(f"{kind} ({norm})", lambda k=kind, n=norm: train_reader(k, x, y, xv, args.steps, args.lr, seed=0, norm=n))
+                for norm in args.norm for kind in args.readers]
+        jobs += [(f"pose head ({spec})", lambda s=spec: train_pose_head(s, x, y, xv, args.steps, args.lr, seed=0, fk=fk))
+                 for spec in args.pose_head]  # fmt: skip
+        for label, train in jobs:
             t = time.perf_counter()
-            pred = train_pose_head(spec, tokens["train"], y, tokens["val"], args.steps, args.lr, seed=0, fk=fk)
-            name = f"{tag}: pose head ({spec})"
+            pred = train()
+            name = f"{tag}: {label}"
             report[name] = {**score(pred, gt, fk), "seconds": round(time.perf_counter() - t, 1)}
             print(name, json.dumps(report[name]), flush=True)
     print(json.dumps(report))

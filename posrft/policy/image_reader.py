@@ -93,7 +93,7 @@ class ImageTokenReader(nn.Module):
         q = (self.query + self.query_from_pose(query))[:, None]
         empty = ~mask.any(1)
         # a row without tokens attends to its (zeroed) first slot and is then set to 0
-        ignore = ~mask.clone()
+        ignore = ~mask
         ignore[empty, 0] = False
         out = self.attention(q, x, x, key_padding_mask=ignore, need_weights=False)[0][:, 0]
         return torch.where(empty[:, None], torch.zeros_like(out), out)
