@@ -24,7 +24,9 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
+
+from posrft.procs import parent_death_preexec
 
 DEFAULT_ACCELERATE = Path("recipes/accelerate/zero2.yaml")
 #: flags the launcher owns wherever they appear among the overrides
@@ -91,31 +93,6 @@ def launch_command(recipe: str | os.PathLike, overrides: Sequence[str] = (),
     return cmd + ["-m", learner_module(spec), "--config", str(recipe), *overrides]
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child receive SIGKILL when this process dies (Linux
-    ``prctl(PR_SET_PDEATHSIG)``), or None where there is no such call. The C function is looked
-    up here, before the fork: the child only calls it.
-
-    SIGKILL, not SIGTERM: torchrun answers SIGTERM by waiting up to 30 s for its workers and
-    then tearing its rendezvous down, which took over 10 s on a loaded machine. Killed at once,
-    it leaves the ranks to their own watchdogs, which stop them and their Ray processes within
-    seconds (:mod:`posrft.train.guard`)."""
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None  # not Linux: the ranks' watchdog still notices the launcher's death
-    parent = os.getpid()
-
-    def preexec() -> None:  # in the child, between fork and exec
-        prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the launcher died before the call took effect
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return preexec
-
-
 def _process_start_time(pid: int) -> str:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -152,7 +129,11 @@ def launch(recipe: str | os.PathLike, overrides: Sequence[str] = (), accelerate_
     env.setdefault("HF_HUB_OFFLINE", "1")
     env["POSRFT_LAUNCHER_PID"] = str(os.getpid())
     env["POSRFT_LAUNCHER_PID_START"] = _process_start_time(os.getpid())
-    proc = subprocess.Popen(cmd, env=env, preexec_fn=_parent_death_signal())
+    # SIGKILL, not SIGTERM: torchrun answers SIGTERM by waiting up to 30 s for its workers and
+    # then tearing its rendezvous down (over 10 s on a loaded machine). Killed at once, it leaves
+    # the ranks to their own watchdogs, which stop them and their Ray processes within seconds
+    # (posrft.train.guard).
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=parent_death_preexec(signal.SIGKILL))
     forwarded = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
         try:

@@ -71,3 +71,36 @@ def test_killing_the_launcher_stops_ranks_and_ray_workers(tmp_path, tiny_model_d
             p.kill()
     time.sleep(1)
     assert not (out / "final").exists()
+
+
+_STARTER = """
+import signal, subprocess, sys, threading, time
+from posrft.procs import parent_death_preexec
+# other threads at the fork, as under torch or Ray: the child may only make async-signal-safe
+# calls before exec
+for _ in range(4):
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                         preexec_fn=parent_death_preexec(getattr(signal, sys.argv[1])))
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_a_child_started_with_parent_death_preexec_dies_with_its_parent(sig):
+    import psutil
+
+    starter = subprocess.Popen([sys.executable, "-c", _STARTER, sig], stdout=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        child = psutil.Process(int(starter.stdout.readline()))
+        assert child.is_running() and child.ppid() == starter.pid
+        starter.kill()
+        starter.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive([child]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive([child]), f"the child outlived its parent ({sig} was not delivered)"
+    finally:
+        starter.kill()

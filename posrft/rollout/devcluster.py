@@ -32,6 +32,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from posrft.procs import parent_death_preexec
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -41,17 +43,6 @@ def free_port() -> int:
 
 def _ray_cli() -> list[str]:
     return [sys.executable, "-m", "ray.scripts.scripts"]
-
-
-def _stop_with_parent() -> None:
-    """In the child before exec (Linux): SIGTERM it when the process that started it dies, so
-    a killed test or benchmark does not leave its nodes running."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:  # not Linux: rely on stop()
-        pass
 
 
 class DevCluster:
@@ -92,7 +83,7 @@ class DevCluster:
         # its own process group: the node's Ray processes can be stopped with it, by its id
         return subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_stop_with_parent if sys.platform == "linux" else None)
+                                preexec_fn=parent_death_preexec(signal.SIGTERM))
 
     def start(self) -> str:
         """Start the head, then the other nodes; return the head's ``host:port`` once every
