@@ -1,9 +1,9 @@
 """A real 2-node Ray cluster on this machine (two ``ray start --block`` nodes, each with 2 CPUs
-and its own custom resource; one cluster per module and test worker, stopped by pid even when a test fails):
-HyGRPO joins it by address with its workers SPREAD over both nodes, LoRA adapter-only sync
-(verified every step) and rewards on the workers, then resumes with one worker without losing
-a step or a group; a node that dies mid-step costs no sample, its worker is logged, counted and
-replaced on the surviving node."""
+and its own custom resource; one cluster per module and test worker, stopped by pid even when a
+test fails): HyGRPO joins it by address with its workers SPREAD over both nodes, LoRA
+adapter-only sync (verified every step) and rewards on the workers, then resumes with one worker
+without losing a step or a group; a node that dies mid-step costs no sample, its worker is
+logged, counted and replaced on the surviving node."""
 
 from __future__ import annotations
 
