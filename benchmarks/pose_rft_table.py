@@ -9,7 +9,7 @@ DINOv2-small (224 px, 16 image tokens) for image→pose, built offline by ``posr
 init-pretrained``, LoRA on the top decoder layers; for image→pose the pose head also reads
 the image tokens (``--pose-head-reads-image``) and SFT keeps the projector frozen. ``--start
 tiny``: the tiny random models (the cheap second section). ``--text-model`` / ``--image-model`` take any local HF folder
-instead. Per task (run in the order b, c, e, a, d, ablations, TRL, so a partial run already
+instead. Per task (run in the order b, c, e, d, a, ablations, TRL, so a partial run already
 holds the headline; every stage resumable: a finished one leaves ``WORK/<task>/<row>/result.json``):
 
     (a) sft_deterministic           SFT, deterministic head (L2 on μ)
