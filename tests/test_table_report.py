@@ -58,3 +58,15 @@ def test_one_seed_never_meets_a_criterion():
     crit = criteria({"text2pose": {"rows": rows}, "image2pose": {"rows": rows}})
     assert crit and not any(c["holds"] for c in crit if "(d)" not in c["criterion"])
     assert all("1 seed(s)" in c["value"] for c in crit if "(d)" not in c["criterion"])
+
+
+@pytest.mark.parametrize(("mpjpe", "holds"), [(222.4, True), (250.0, False)])
+def test_image_set_is_learnable_when_sft_beats_the_mean_pose_by_a_fifth(mpjpe, holds):
+    res = {"rows": {"(b) sft_gaussian": _run(mpjpe, 130.0)},
+           "references": {"mean_pose": {"mpjpe": 297.5, "pa_mpjpe": 217.2}}}
+    row = _by_name(criteria({"image2pose": res}))[
+        "(b) vs the mean pose image→pose mpjpe: ≥ 20 % lower (learnable)"]
+    assert row["holds"] is holds
+    assert row["value"].startswith(f"{100 * (mpjpe - 297.5) / 297.5:+.1f} %")
+    del res["references"]  # no reference yet: no row
+    assert not any("mean pose" in r["criterion"] for r in criteria({"image2pose": res}))
