@@ -31,7 +31,7 @@ def parent_death_preexec(sig: int = signal.SIGKILL) -> Callable[[], None] | None
     parent = os.getpid()
     sig = int(sig)
 
-    def preexec() -> None:  # in the child, between fork and exec: no imports, no allocation
+    def preexec() -> None:  # in the child, between fork and exec: no imports, no library loads
         prctl(PR_SET_PDEATHSIG, sig)
         if os.getppid() != parent:
             os.kill(os.getpid(), sig)
