@@ -73,6 +73,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
         # to carry the picture to <POSE> in this budget), and the projector those tokens come
         # from stays frozen (docs/pretrained.md, "A pose head that reads the image")
         "image2pose": {"start": {"head_reads_image": True}, "sft": {"train_projector": False}},
+        # text→pose: val mRecall still rose from 60 to 120 RL steps with the pose metrics flat
+        # (docs/results/pose_rft_tuning.md, "The pretrained start")
+        "text2pose": {"rl": {"max_steps": 120}},
     },
     "tiny": {
         "data": {"text2pose": 6000, "image2pose": 3000}, "image_size": 56,
@@ -146,9 +149,20 @@ class Task:
         self.data = self.work / "data"
 
     # -- helpers
-    def _done(self, row: str) -> dict[str, Any] | None:
+    def _done(self, row: str, steps: int | None = None) -> dict[str, Any] | None:
+        """``row``'s cached result; with ``steps``, a row trained for another number of steps stops
+        the run (it came from other settings, and resuming it would mix the two)."""
         f = self.work / row / "result.json"
-        return json.loads(f.read_text()) if f.is_file() else None
+        if not f.is_file():
+            return None
+        result = json.loads(f.read_text())
+        if steps is not None:
+            config = self.work / row / "config.json"
+            done = result.get("steps") or json.loads(config.read_text())["max_steps"]
+            if done != steps:
+                raise SystemExit(f"{self.work / row}: trained for {done} steps, the table's settings say "
+                                 f"{steps}; move the row's folder aside")
+        return result
 
     def _save(self, row: str, result: dict[str, Any]) -> dict[str, Any]:
         from posrft.files import atomic_write_json
@@ -219,7 +233,7 @@ class Task:
         from posrft.train.config import SFTConfig
         from posrft.train.sft import run_sft
 
-        if (r := self._done(row)) is not None:
+        if (r := self._done(row, steps)) is not None:
             return r
         out = self.work / row
         t = time.perf_counter()
@@ -238,10 +252,10 @@ class Task:
         from posrft.train.hygrpo import run_hygrpo
 
         name = f"{row}_s{seed}"
-        if (r := self._done(name)) is not None:
+        cfg = {**self.s["rl"], **self.task_settings.get("rl", {}), **overrides}
+        if (r := self._done(name, cfg["max_steps"])) is not None:
             return r
         out = self.work / name
-        cfg = {**self.s["rl"], **overrides}
         t = time.perf_counter()
         run_hygrpo(HyGRPOConfig(model_name_or_path=str(start), dataset_path=str(self.data), output_dir=str(out),
                                 seed=seed, num_rollout_workers=0, report_to=["none"], log_completions=False,
