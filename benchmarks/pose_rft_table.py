@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import os
 import statistics
 import subprocess
@@ -55,6 +56,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 TASKS = ("text2pose", "image2pose")
 SEEDS = (0, 1, 2)
+TIMING_STEPS = 12  # SFT steps timed to size the same-compute control
 
 _RL_COMMON = {"beta": 0.0, "pose_beta": 0.0, "pose_sigma": "fixed", "pose_sigma_value": 0.05,
               "per_joint_credit": True, "temperature": 1.0, "logging_steps": 5}  # fmt: skip
@@ -265,6 +267,37 @@ class Task:
         return self._save(name, {"train_s": train_s, "metrics_log": str(out / "metrics.jsonl"),
                                  **self.evaluate(out / "final", splits)})  # fmt: skip
 
+    def control_steps(self, start: Path, rl_s: list[float]) -> int:
+        """SFT steps that take as long as the median RL seed: the (e) control's length.
+
+        The SFT step time is timed here (a short run from ``start``, :data:`TIMING_STEPS` steps),
+        in the same sitting as the control, because a step time from an earlier stage may have
+        been measured beside other jobs. Decided once and kept in ``control_steps.json``, so every
+        seed of the control runs the same number of steps.
+        """
+        from posrft.files import atomic_write_json
+        from posrft.train.config import SFTConfig
+        from posrft.train.sft import run_sft
+
+        f = self.work / "control_steps.json"
+        if f.is_file():
+            return json.loads(f.read_text())["steps"]
+        out = self.work / "sft_timing"
+        shutil.rmtree(out, ignore_errors=True)
+        cfg = {**self.s["sft"], **self.task_settings.get("sft", {}), "max_steps": TIMING_STEPS}
+        run_sft(SFTConfig(model_name_or_path=str(start), dataset_path=str(self.data), output_dir=str(out),
+                          seed=0, report_to=["none"], logging_steps=1, save_steps=TIMING_STEPS,
+                          pose_loss="l2_nll", **cfg))  # fmt: skip
+        log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        step_s = statistics.median(r["time/step"] for r in log[2:])  # the first steps warm up
+        shutil.rmtree(out)
+        rl = statistics.median(rl_s)
+        steps = max(1, round(rl / step_s))
+        atomic_write_json(f, {"steps": steps, "rl_train_s": rl, "sft_step_s": step_s, "rl_train_s_seeds": rl_s})
+        print(f"[{self.task}] control: {steps} SFT steps of {step_s:.2f} s = the median RL run ({rl:.0f} s)",
+              flush=True)  # fmt: skip
+        return steps
+
     def trl(self, start: Path) -> dict[str, Any]:
         sys.path.insert(0, str(HERE))
         from pose_rft_trl import run_trl_text_only
@@ -290,8 +323,7 @@ class Task:
         variants = rl_rows(self.task, self.reward_model)
         order = ["+hygrpo", "+grpo_text_only"] + [v for v in variants if v.startswith("+hygrpo[")]
         rows["+hygrpo"] = [self.rl("+hygrpo", b, variants["+hygrpo"][0], seed) for seed in variants["+hygrpo"][1]]
-        rl_s = statistics.mean(r["train_s"] for r in rows["+hygrpo"])
-        more = max(1, round(rl_s / rows["(b) sft_gaussian"]["step_s"]))  # as long as an RL run
+        more = self.control_steps(b, [r["train_s"] for r in rows["+hygrpo"]])
         rows["+more_sft"] = [self.sft(f"more_sft_s{seed}", b, more, seed=seed, pose_loss="l2_nll") for seed in SEEDS]
         over, seeds = variants["+grpo_text_only"]
         grpo = [self.rl("+grpo_text_only", b, over, seed) for seed in seeds]  # a criterion row: before (a)
