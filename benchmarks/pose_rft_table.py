@@ -44,8 +44,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import os
+import shutil
 import statistics
 import subprocess
 import sys
