@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--start", required=True, help="the SFT policy folder RL starts from")
     ap.add_argument("--data", required=True, help="DatasetDict with train and val")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--steps", type=int, default=SETTINGS["pretrained"]["rl"]["max_steps"])
+    ap.add_argument("--steps", type=int, help="RL steps (default: the table's for --task)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reward-model", help="text→pose: the semantic reward's retrieval model")
     ap.add_argument("--evaluator", help="text→pose: the retrieval model that scores mRecall")
@@ -48,8 +48,9 @@ def main() -> None:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     over = parse_overrides(args.overrides)
-    cfg = {**SETTINGS["pretrained"]["rl"], "rewards": task_rewards(args.task, args.reward_model),
-           "max_steps": args.steps, **over}  # fmt: skip
+    table = {**SETTINGS["pretrained"]["rl"], **SETTINGS["pretrained"].get(args.task, {}).get("rl", {})}
+    steps = args.steps or table["max_steps"]
+    cfg = {**table, "rewards": task_rewards(args.task, args.reward_model), "max_steps": steps, **over}
     t = time.perf_counter()
     run_hygrpo(HyGRPOConfig(model_name_or_path=args.start, dataset_path=args.data, output_dir=args.out,
                             seed=args.seed, num_rollout_workers=0, report_to=["none"], log_completions=False,
@@ -58,7 +59,7 @@ def main() -> None:
     retrieval = {"evaluator": args.evaluator} if args.evaluator else None
     val = evaluate_model(os.path.join(args.out, "final"), args.data, args.task, split="val",
                          num_samples=args.eval, retrieval_model=retrieval, max_new_tokens=24)  # fmt: skip
-    print(json.dumps({"overrides": over, "steps": args.steps, "seed": args.seed, "train_s": round(train_s, 1),
+    print(json.dumps({"overrides": over, "steps": steps, "seed": args.seed, "train_s": round(train_s, 1),
                       "val": compact(val)}))  # fmt: skip
 
 
