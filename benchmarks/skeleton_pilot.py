@@ -3,8 +3,8 @@
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python benchmarks/skeleton_pilot.py \\
         --model WORK/base --out runs/skpilot/naming --steps 150 naming_fraction=0.5
 
-The warm-up stage of ``benchmarks/skeleton_table.py`` (same data, reading, LoRA, renderer) from
-``--model``, with ``SkeletonConfig`` overrides as ``name=JSON``. Resumable (checkpoints every 25
+The warm-up stage of ``benchmarks/skeleton_table.py`` (same data, reading, LoRA, renderer,
+projector word alignment; ``align_projector_steps=0`` turns it off) from ``--model``, with ``SkeletonConfig`` overrides as ``name=JSON``. Resumable (checkpoints every 25
 steps); an OUT whose ``final`` exists (e.g. a table's ``seedK/warmup``) is only scored. Scored on
 the val subjects, which the table's test figures never use: seen top-1 (4-way multiple choice by
 option likelihood) and zero-shot top-1 on the novel and mirror unseen classes. The last line is
@@ -54,6 +54,7 @@ def main(argv=None) -> int:
     cfg = SkeletonConfig(**{**COMMON, "stage": "warmup", "train_parts": PARTS["warmup"],
                             "model_name_or_path": args.model, "output_dir": args.out,
                             "max_steps": args.steps, "seed": args.seed, "eval_at_end": False,
+                            "align_projector_steps": plan["align"],
                             "resume_from_checkpoint": "latest", **over})  # fmt: skip
     t = time.perf_counter()
     if not (Path(args.out) / "final" / "config.json").is_file():  # a finished stage is only scored

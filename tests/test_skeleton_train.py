@@ -58,6 +58,8 @@ def test_recipes_parse_into_the_four_stages():
     ({"eval_unseen_splits": ["nope"]}, "eval_unseen_splits"),
     ({"vision_size": 0}, "vision_size"),
     ({"token_pool": 0}, "token_pool"),
+    ({"align_projector_steps": -1}, "align_projector_steps"),
+    ({"align_learning_rate": 0}, "align_learning_rate"),
 ])  # fmt: skip
 def test_bad_config_names_the_field(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -265,5 +267,38 @@ def test_warmup_standardizes_the_frame_tokens_once(tmp_path, tiny_model_dir, act
     weights = {k: v.clone() for k, v in model.hf_model.get_submodule(name).state_dict().items()}
     again = SkeletonLLM.from_pretrained(run_skeleton(_cfg(warm, action_dir, tmp_path / "d", stage="discft",
                                                           **{**kw, "max_steps": 1})))  # fmt: skip
+    after = again.hf_model.get_submodule(name).state_dict()
+    assert all(torch.allclose(weights[k], after[k], atol=1e-6) for k in weights)
+
+
+def test_warmup_aligns_the_projector_once_and_records_it(tmp_path, tiny_model_dir, action_dir):
+    """align_projector_steps: the first stage (lr ~0 after it) exports a projector that moved
+    and emits tokens of a word's norm on its training clips; the step count is saved with the
+    renderer settings and a later stage given the same option does not align again."""
+    from posrft.policy.image_tokens import projector_module_names, text_embedding_norm
+    from posrft.skeleton.align import projector_inputs
+    from posrft.skeleton.data import load_action_data
+    from posrft.skeleton.model import SkeletonLLM
+    from posrft.skeleton.train import run_skeleton
+
+    kw = dict(learning_rate=1e-12, renderer_learning_rate=1e-12, align_projector_steps=3, max_steps=1)
+    cfg = _cfg(tiny_model_dir, action_dir, tmp_path / "w", **kw)
+    warm = run_skeleton(cfg)
+    model, start = SkeletonLLM.from_pretrained(warm), SkeletonLLM.from_pretrained(tiny_model_dir)
+    assert model.settings.projector_aligned_steps == 3
+    name = projector_module_names(model.hf_model, model.family)[0]
+    weights = {k: v.clone() for k, v in model.hf_model.get_submodule(name).state_dict().items()}
+    old = start.hf_model.get_submodule(name).state_dict()
+    assert not any(torch.equal(weights[k], old[k]) for k in weights if k.endswith("weight"))
+    data = load_action_data(cfg.dataset_path, formats=[cfg.skeleton_format], class_split=cfg.class_split,
+                            clips_per_class=cfg.clips_per_class, num_frames=cfg.clip_frames,
+                            seed=cfg.data_seed)  # fmt: skip
+    clips = data.get(cfg.dataset_train_split, cfg.skeleton_format).subset(data.seen).clips
+    with torch.no_grad():
+        tokens = model.hf_model.get_submodule(name)(projector_inputs(model, clips))
+    norm = tokens.reshape(-1, tokens.shape[-1]).norm(dim=-1).mean().item()
+    assert norm == pytest.approx(text_embedding_norm(model.hf_model), rel=0.02)
+    again = SkeletonLLM.from_pretrained(run_skeleton(_cfg(warm, action_dir, tmp_path / "d", stage="discft",
+                                                          **kw)))  # fmt: skip
     after = again.hf_model.get_submodule(name).state_dict()
     assert all(torch.allclose(weights[k], after[k], atol=1e-6) for k in weights)

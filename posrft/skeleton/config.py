@@ -96,6 +96,12 @@ class SkeletonConfig(BaseTrainConfig):
         "embeddings' spread over 64 training clips rendered by the start's renderer (skipped if a "
         "previous stage did; posrft.policy.image_tokens). The pretrained warm-up pilot scored no better "
         "with it (docs/pretrained.md)."))  # fmt: skip
+    align_projector_steps: int = field(default=0, **_help("Before the first step, train the projector "
+        "alone for this many steps so that each training clip's frame tokens, read through the LM's "
+        "tied output head, name its class's words (posrft.skeleton.align; no LM forward, the tower's "
+        "outputs computed once). 0: off; skipped if a previous stage did it."))  # fmt: skip
+    align_learning_rate: float = field(default=1e-3, **_help("AdamW learning rate of the projector "
+        "alignment (align_projector_steps)."))  # fmt: skip
     lora_layers: Optional[int] = field(default=None, **_help("LoRA only on the top N decoder layers "
         "(default: all)."))  # fmt: skip
     train_lm_head: Optional[bool] = field(default=None, **_help("Train a copy of the LM head next to "
@@ -189,6 +195,10 @@ class SkeletonConfig(BaseTrainConfig):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.align_projector_steps < 0:
+            raise ValueError(f"align_projector_steps must be >= 0, got {self.align_projector_steps}")
+        if not self.align_learning_rate > 0:
+            raise ValueError(f"align_learning_rate must be > 0, got {self.align_learning_rate}")
         if self.image_token_norm is not None and not self.image_token_norm > 0:
             raise ValueError(f"image_token_norm must be > 0, got {self.image_token_norm}")
         if not self.dataset_path:  # built in memory: every split must get a subject

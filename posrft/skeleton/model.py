@@ -77,7 +77,9 @@ class RendererSettings:
     every (pooled) image token is pinned to (:mod:`posrft.policy.image_tokens`; None: as the
     projector emits them); ``image_tokens_standardized``: the projector's output layer was
     refitted to standardise each channel over the first stage's frames
-    (:func:`posrft.policy.image_tokens.standardize_image_tokens`), so later stages keep it.
+    (:func:`posrft.policy.image_tokens.standardize_image_tokens`), so later stages keep it;
+    ``projector_aligned_steps``: steps of word alignment the projector had
+    (:mod:`posrft.skeleton.align`; 0: none).
     """
 
     fmt: str = "smpl24"
@@ -90,6 +92,7 @@ class RendererSettings:
     token_pool: int | None = None
     image_token_norm: float | None = None
     image_tokens_standardized: bool = False
+    projector_aligned_steps: int = 0
 
     @classmethod
     def from_json_file(cls, path: Path) -> "RendererSettings":

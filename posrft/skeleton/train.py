@@ -31,6 +31,7 @@ from posrft.skeleton.inputs import encode_targets
 from posrft.skeleton.model import RendererSettings, SkeletonLLM
 from posrft.skeleton.stages import make_source
 from posrft.train.accelerator import make_accelerator
+from posrft.train.checkpoint import resolve_checkpoint
 from posrft.train.common import gather_mean, projector_groups
 from posrft.train.data import PromptSampler
 from posrft.train.loop import Learner
@@ -99,6 +100,18 @@ def standardize_frame_tokens(model: SkeletonLLM, clips: np.ndarray, count: int =
     model.settings.image_tokens_standardized = True
 
 
+def align_frame_tokens(cfg: SkeletonConfig, model: SkeletonLLM, train, data) -> None:
+    """Word-align the projector on the seen training clips (every rank the same: same seed, same
+    clips); recorded in the renderer settings, which every later stage loads."""
+    from posrft.skeleton.align import align_projector
+
+    res = align_projector(model, train.clips, train.labels, data.seen,
+                          steps=cfg.align_projector_steps, learning_rate=cfg.align_learning_rate,
+                          seed=cfg.seed)  # fmt: skip
+    log.info("projector word alignment: %s", res)
+    model.settings.projector_aligned_steps = res.steps
+
+
 def run_skeleton(cfg: SkeletonConfig, data=None) -> Path:
     """Train one stage, export ``OUTPUT_DIR/final`` (and ``OUTPUT_DIR/eval.json`` when
     ``eval_at_end``); returns the final folder. ``data`` (an ActionData) skips loading."""
@@ -117,6 +130,11 @@ def run_skeleton(cfg: SkeletonConfig, data=None) -> Path:
     model = load_model(cfg)
     if cfg.standardize_image_tokens and not model.settings.image_tokens_standardized:
         standardize_frame_tokens(model, train.clips)
+    if cfg.align_projector_steps and not model.settings.projector_aligned_steps:
+        if resolve_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir) is None:
+            align_frame_tokens(cfg, model, train, data)
+        else:  # the checkpoint about to be restored holds the projector aligned and trained since
+            model.settings.projector_aligned_steps = cfg.align_projector_steps
     source = make_source(cfg, model, train, data, acc.is_main_process, acc.wait_for_everyone)
     names = model.set_train_parts(cfg.parts, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
                                   lm_head=cfg.train_lm_head, lora_layers=cfg.lora_layers)
