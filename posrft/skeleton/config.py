@@ -97,9 +97,10 @@ class SkeletonConfig(BaseTrainConfig):
         "previous stage did; posrft.policy.image_tokens). The pretrained warm-up pilot scored no better "
         "with it (docs/pretrained.md)."))  # fmt: skip
     align_projector_steps: int = field(default=0, **_help("Before the first step, train the projector "
-        "alone for this many steps so that each training clip's frame tokens, read through the LM's "
-        "tied output head, name its class's words (posrft.skeleton.align; no LM forward, the tower's "
-        "outputs computed once). 0: off; skipped if a previous stage did it."))  # fmt: skip
+        "alone for this many steps so that each training clip's frame tokens, compared with the LM's "
+        "input embeddings by cosine, name the words of its class (posrft.skeleton.align; no LM forward, "
+        "the tower's outputs computed once). On the pretrained start 200 steps lifted the warm-up's val "
+        "seen top-1 from 38.7 to 82.7 % (docs/pretrained.md). 0: off; skipped if a previous stage did it."))  # fmt: skip
     align_learning_rate: float = field(default=1e-3, **_help("AdamW learning rate of the projector "
         "alignment (align_projector_steps)."))  # fmt: skip
     lora_layers: Optional[int] = field(default=None, **_help("LoRA only on the top N decoder layers "
