@@ -10,7 +10,7 @@ images of seen classes, same seen classes: one training run, two zero-shot tests
 Every warm-up starts by word-aligning the fresh projector (``align`` steps,
 :mod:`posrft.skeleton.align`: the frame tokens of the seen training clips are taught to read as
 their class name's words, with no LM forward). On val it lifted the 150-step warm-up's seen
-top-1 from 38.7 to 82.7 % (docs/pretrained.md).
+top-1 from 38.7 to 74.7–82.7 % in two runs (docs/pretrained.md).
 
 Variants per seed (stages in-process, one after the other, shared stages trained once):
 

@@ -100,7 +100,7 @@ class SkeletonConfig(BaseTrainConfig):
         "alone for this many steps so that each training clip's frame tokens, compared with the LM's "
         "input embeddings by cosine, name the words of its class (posrft.skeleton.align; no LM forward, "
         "the tower's outputs computed once). On the pretrained start 200 steps lifted the warm-up's val "
-        "seen top-1 from 38.7 to 82.7 % (docs/pretrained.md). 0: off; skipped if a previous stage did it."))  # fmt: skip
+        "seen top-1 from 38.7 to 74.7-82.7 % in two runs (docs/pretrained.md). 0: off; skipped if a previous stage did it."))  # fmt: skip
     align_learning_rate: float = field(default=1e-3, **_help("AdamW learning rate of the projector "
         "alignment (align_projector_steps)."))  # fmt: skip
     lora_layers: Optional[int] = field(default=None, **_help("LoRA only on the top N decoder layers "
