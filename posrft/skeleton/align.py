@@ -154,9 +154,9 @@ def align_projector(model, clips: np.ndarray, labels: Sequence[str], classes: Se
     inputs = projector_inputs(model, clips) if inputs is None else inputs
     projector = _projector(model)
     unit = unit_rows(model.hf_model.get_input_embeddings().weight.detach().float())
-    targets = word_targets(class_word_ids(model.tokenizer, classes), unit.shape[0])
+    targets = word_targets(class_word_ids(model.tokenizer, classes), unit.shape[0]).to(unit.device)
     y = torch.tensor([index[c] for c in labels])
-    log_scale = torch.tensor(LOGIT_SCALE_INIT, requires_grad=True)
+    log_scale = torch.tensor(LOGIT_SCALE_INIT, device=unit.device, requires_grad=True)
     dtype = next(projector.parameters()).dtype
     trainable = [p.requires_grad for p in projector.parameters()]
     projector.float().requires_grad_(True)
@@ -170,8 +170,8 @@ def align_projector(model, clips: np.ndarray, labels: Sequence[str], classes: Se
             pick = torch.randperm(len(y), generator=gen)[:batch]
             rows = (pick[:, None] * frames + torch.arange(frames)).flatten()
             scale = log_scale.clamp(max=LOGIT_SCALE_MAX).exp()
-            loss, _ = bag_of_words_loss(frame_tokens(model, projector, inputs[rows], frames),
-                                        unit, targets[y[pick]], scale)
+            loss, _ = bag_of_words_loss(frame_tokens(model, projector, inputs[rows.to(inputs.device)], frames),
+                                        unit, targets[y[pick].to(unit.device)], scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -200,16 +200,17 @@ def word_class_scores(model, inputs: Tensor, targets: Tensor, scale: Tensor | fl
                       batch: int = 64) -> Tensor:
     """Projector inputs of ``N · T'`` frames and ``targets (C, V)`` -> ``(N, C)``: each clip's
     mean log-probability of class ``k``'s words under its bag of words ``p`` at logit scale
-    ``scale`` (the module docstring), i.e. ``−L_words`` against every class."""
+    ``scale`` (the module docstring), i.e. ``−L_words`` against every class (on the CPU)."""
     projector = _projector(model)
     dtype = next(projector.parameters()).dtype
     unit = unit_rows(model.hf_model.get_input_embeddings().weight.detach().float())
+    targets = targets.to(unit.device)
     out = []
     try:
         projector.float()
         for tokens in clip_tokens(model, projector, inputs, batch):
-            out.append(bag_of_words_loss(tokens, unit, targets[:1].expand(len(tokens), -1), scale)[1]
-                       .clamp_min(1e-12).log() @ targets.T)
+            probs = bag_of_words_loss(tokens, unit, targets[:1].expand(len(tokens), -1), scale)[1]
+            out.append((probs.clamp_min(1e-12).log() @ targets.T).cpu())
     finally:
         projector.to(dtype)
     return torch.cat(out)
