@@ -5,10 +5,11 @@
 
 The warm-up stage of ``benchmarks/skeleton_table.py`` (same data, reading, LoRA, renderer,
 projector word alignment; ``align_projector_steps=0`` turns it off) from ``--model``, with
-``SkeletonConfig`` overrides as ``name=JSON``. Resumable (checkpoints every 25 steps); an OUT whose ``final`` exists (e.g. a table's ``seedK/warmup``) is only scored. Scored on
-the val subjects, which the table's test figures never use: seen top-1 (4-way multiple choice by
-option likelihood) and zero-shot top-1 on the novel and mirror unseen classes. The last line is
-one JSON object.
+``SkeletonConfig`` overrides as ``name=JSON``. Resumable (checkpoints every 25 steps); an OUT
+whose ``final`` exists (e.g. a table's ``seedK/warmup``) is only scored. Scored on the val
+subjects, which the table's test figures never use: seen top-1 (4-way multiple choice by option
+likelihood) and zero-shot top-1 on the novel and mirror unseen classes. The last line is one
+JSON object.
 """
 
 from __future__ import annotations
