@@ -26,6 +26,7 @@ per clip (:func:`projector_inputs`) and the steps cost only the projector and on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -81,13 +82,32 @@ def unit_rows(x: Tensor) -> Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-6)
 
 
+def bag_of_words(tokens: Tensor, unit_embeddings: Tensor, scale: Tensor | float) -> Tensor:
+    """``tokens (B, n, d)``, ``unit_embeddings Ê (V, d)``, logit scale ``s`` -> ``p (B, V)``,
+    each clip's bag of words (the module docstring)."""
+    return torch.softmax(scale * unit_rows(tokens) @ unit_embeddings.T, dim=-1).mean(dim=1)
+
+
 def bag_of_words_loss(tokens: Tensor, unit_embeddings: Tensor, targets: Tensor,
                       scale: Tensor | float) -> tuple[Tensor, Tensor]:
-    """``tokens (B, n, d)``, ``unit_embeddings Ê (V, d)``, ``targets (B, V)`` (rows sum to 1)
-    and the logit scale ``s`` -> (``L_words`` averaged over the batch, ``p (B, V)``); see the
-    module docstring."""
-    probs = torch.softmax(scale * unit_rows(tokens) @ unit_embeddings.T, dim=-1).mean(dim=1)
+    """As :func:`bag_of_words`, with ``targets (B, V)`` (rows sum to 1) -> (``L_words``
+    averaged over the batch, ``p (B, V)``)."""
+    probs = bag_of_words(tokens, unit_embeddings, scale)
     return -(targets * probs.clamp_min(1e-12).log()).sum(-1).mean(), probs
+
+
+@contextlib.contextmanager
+def _in_float32(projector: nn.Module) -> Iterator[None]:
+    """Run ``projector`` in float32, then give it back its dtype and its ``requires_grad`` flags."""
+    dtype = next(projector.parameters()).dtype
+    trainable = [p.requires_grad for p in projector.parameters()]
+    projector.float()
+    try:
+        yield
+    finally:
+        projector.to(dtype)
+        for p, flag in zip(projector.parameters(), trainable):
+            p.requires_grad_(flag)
 
 
 def _projector(model) -> nn.Module:
@@ -157,15 +177,13 @@ def align_projector(model, clips: np.ndarray, labels: Sequence[str], classes: Se
     targets = word_targets(class_word_ids(model.tokenizer, classes), unit.shape[0]).to(unit.device)
     y = torch.tensor([index[c] for c in labels])
     log_scale = torch.tensor(LOGIT_SCALE_INIT, device=unit.device, requires_grad=True)
-    dtype = next(projector.parameters()).dtype
-    trainable = [p.requires_grad for p in projector.parameters()]
-    projector.float().requires_grad_(True)
-    opt = torch.optim.AdamW([{"params": list(projector.parameters())},
-                             {"params": [log_scale], "lr": 10 * learning_rate}],
-                            lr=learning_rate, weight_decay=0.0)  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
     losses = []
-    try:
+    with _in_float32(projector):
+        projector.requires_grad_(True)
+        opt = torch.optim.AdamW([{"params": list(projector.parameters())},
+                                 {"params": [log_scale], "lr": 10 * learning_rate}],
+                                lr=learning_rate, weight_decay=0.0)  # fmt: skip
         for step in range(steps):
             pick = torch.randperm(len(y), generator=gen)[:batch]
             rows = (pick[:, None] * frames + torch.arange(frames)).flatten()
@@ -185,10 +203,6 @@ def align_projector(model, clips: np.ndarray, labels: Sequence[str], classes: Se
             factor = text_embedding_norm(model.hf_model) / size.item()
             last.weight.mul_(factor)
             last.bias.mul_(factor)
-    finally:
-        projector.to(dtype)
-        for p, flag in zip(projector.parameters(), trainable):
-            p.requires_grad_(flag)
     scale = log_scale.detach().clamp(max=LOGIT_SCALE_MAX).exp()
     scores = word_class_scores(model, inputs, targets, scale)
     top1 = (scores.argmax(-1) == y).float().mean().item()
@@ -202,15 +216,11 @@ def word_class_scores(model, inputs: Tensor, targets: Tensor, scale: Tensor | fl
     mean log-probability of class ``k``'s words under its bag of words ``p`` at logit scale
     ``scale`` (the module docstring), i.e. ``−L_words`` against every class (on the CPU)."""
     projector = _projector(model)
-    dtype = next(projector.parameters()).dtype
     unit = unit_rows(model.hf_model.get_input_embeddings().weight.detach().float())
     targets = targets.to(unit.device)
     out = []
-    try:
-        projector.float()
+    with _in_float32(projector):
         for tokens in clip_tokens(model, projector, inputs, batch):
-            probs = bag_of_words_loss(tokens, unit, targets[:1].expand(len(tokens), -1), scale)[1]
+            probs = bag_of_words(tokens, unit, scale)
             out.append((probs.clamp_min(1e-12).log() @ targets.T).cpu())
-    finally:
-        projector.to(dtype)
     return torch.cat(out)
