@@ -151,19 +151,27 @@ class Task:
         self.data = self.work / "data"
 
     # -- helpers
-    def _done(self, row: str, steps: int | None = None) -> dict[str, Any] | None:
-        """``row``'s cached result; with ``steps``, a row trained for another number of steps stops
-        the run (it came from other settings, and resuming it would mix the two)."""
+    def _done(self, row: str, steps: int | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """``row``'s cached result. A row trained for another number of ``steps``, or whose saved
+        config differs from ``settings`` (the non-None ones), stops the run: it came from other
+        settings, and resuming or reporting it would mix the two."""
         f = self.work / row / "result.json"
         if not f.is_file():
             return None
         result = json.loads(f.read_text())
+        config = self.work / row / "config.json"
         if steps is not None:
-            config = self.work / row / "config.json"
             done = result.get("steps") or json.loads(config.read_text())["max_steps"]
             if done != steps:
                 raise SystemExit(f"{self.work / row}: trained for {done} steps, the table's settings say "
                                  f"{steps}; move the row's folder aside")
+        if settings:
+            saved = json.loads(config.read_text())
+            stale = sorted(k for k, v in settings.items()
+                           if v is not None and json.loads(json.dumps(v)) != saved.get(k))
+            if stale:
+                raise SystemExit(f"{self.work / row}: trained with other {', '.join(stale)} than the table's "
+                                 "settings; move the row's folder aside")
         return result
 
     def _save(self, row: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -255,7 +263,7 @@ class Task:
 
         name = f"{row}_s{seed}"
         cfg = {**self.s["rl"], **self.task_settings.get("rl", {}), **overrides}
-        if (r := self._done(name, cfg["max_steps"])) is not None:
+        if (r := self._done(name, cfg["max_steps"], cfg)) is not None:
             return r
         out = self.work / name
         t = time.perf_counter()

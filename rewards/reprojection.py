@@ -15,6 +15,14 @@ camera, ``z_c ≤ min_depth``, counts as the maximum error 1). Keypoints with Na
 are invisible and skipped; a sample with no visible keypoint, no pose, or ``None`` in any of
 the columns gets ``None``.
 
+``kind="neg_mean"`` is a sum over joints, ``r = Σ_j r_j`` with ``r_j = −e_j / (tau · |vis|)``
+for a visible joint ``j`` (``e_j`` its clamped distance above) and 0 otherwise, so ``r = −e/tau``.
+Joint ``j``'s placed position depends only on the rotations of its ancestors (the pelvis is
+pinned to the ground truth), so with ``per_joint=True`` the reward returns
+:class:`~rewards.api.PerJointRewards` and ``per_joint_credit`` can credit each rotation with the
+keypoints it moves, exactly. The ``exp`` kind couples all joints through the exponential and is
+credited to every rotation.
+
 Columns (names configurable): ``camera`` (dict ``fx, fy, cx, cy, width, height, R`` (3, 3)
 world-to-camera, ``t`` (3,)), ``keypoints_2d`` (24, 2) pixels, ``gt_joints`` (24, 3) metres
 (for the pelvis position).
@@ -27,13 +35,17 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+import numpy as np
+
 from posrft.body.pose import pose_to_joints
 from posrft.render.camera import Camera
+from rewards.api import PerJointRewards
 from rewards.body_batch import posed_joints
 from rewards.columns import RewardInputError, gather_pose_inputs, scatter, stack_column
 from rewards.registry import register_reward
 
 NUM_JOINTS = 24
+KINDS = ("exp", "neg_mean")
 INTRINSICS = ("fx", "fy", "cx", "cy", "width", "height")
 
 
@@ -91,6 +103,8 @@ class ReprojectionReward:
 
     Args:
         tau: error scale (fraction of the image size).
+        kind: ``"exp"`` (``exp(−e/tau)``) or the additive ``"neg_mean"`` (``−e/tau``).
+        per_joint: return :class:`~rewards.api.PerJointRewards` (``neg_mean`` only).
         min_depth: joints closer than this (metres, camera z) count as maximal error.
         keypoints_column, camera_column, joints_column: dataset column names.
         body_model_dir: SMPL folder for the rest skeleton (default: stand-in / env).
@@ -100,6 +114,8 @@ class ReprojectionReward:
         self,
         tau: float = 0.05,
         min_depth: float = 1e-3,
+        kind: str = "exp",
+        per_joint: bool = False,
         keypoints_column: str = "keypoints_2d",
         camera_column: str = "camera",
         joints_column: str = "gt_joints",
@@ -109,11 +125,36 @@ class ReprojectionReward:
             raise ValueError(
                 f"reward 'reprojection': tau and min_depth must be positive, got {tau}, {min_depth}"
             )
-        self.tau, self.min_depth = tau, min_depth
+        if kind not in KINDS:
+            raise ValueError(f"reward 'reprojection': kind must be one of {KINDS}, got {kind!r}")
+        if per_joint and kind != "neg_mean":
+            raise ValueError("reward 'reprojection': per_joint needs kind='neg_mean' (a sum over "
+                             f"joints), got kind={kind!r}")
+        self.tau, self.min_depth, self.kind, self.per_joint = tau, min_depth, kind, bool(per_joint)
         self.kp_col, self.cam_col, self.joints_col = keypoints_column, camera_column, joints_column
         self.body_model_dir = None if body_model_dir is None else str(body_model_dir)
         pose_to_joints(self.body_model_dir)  # load (and check) the body once, now
         self.__name__ = "reprojection"
+
+    def joint_errors(
+        self,
+        pose6d: Tensor,
+        gt_joints: Tensor,
+        keypoints: Tensor,
+        k: Tensor,
+        rot: Tensor,
+        trans: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """Clamped keypoint errors ``(V, 24)`` as a fraction of the image size (0 where
+        invisible) and the visible mask ``(V, 24)``."""
+        pred = posed_joints(pose6d, self.body_model_dir).double()
+        placed = pred - pred[:, :1] + gt_joints[:, :1].double()
+        uv, depth = project_grouped(placed, k, rot.double(), trans.double())
+        size = k[:, 4:6].amax(1, keepdim=True)  # max(W, H)
+        err = ((uv - keypoints.double()).norm(dim=-1) / size).clamp(max=1.0)
+        err = torch.where(depth > self.min_depth, err, torch.ones_like(err))
+        visible = torch.isfinite(keypoints).all(-1)
+        return torch.where(visible, err, torch.zeros_like(err)), visible
 
     def errors(
         self,
@@ -125,14 +166,7 @@ class ReprojectionReward:
         trans: Tensor,
     ) -> Tensor:
         """Normalised mean keypoint error ``(V,)`` (NaN where no keypoint is visible)."""
-        pred = posed_joints(pose6d, self.body_model_dir).double()
-        placed = pred - pred[:, :1] + gt_joints[:, :1].double()
-        uv, depth = project_grouped(placed, k, rot.double(), trans.double())
-        size = k[:, 4:6].amax(1, keepdim=True)  # max(W, H)
-        err = ((uv - keypoints.double()).norm(dim=-1) / size).clamp(max=1.0)
-        err = torch.where(depth > self.min_depth, err, torch.ones_like(err))
-        visible = torch.isfinite(keypoints).all(-1)
-        err = torch.where(visible, err, torch.zeros_like(err))
+        err, visible = self.joint_errors(pose6d, gt_joints, keypoints, k, rot, trans)
         return err.sum(1) / visible.sum(1)  # 0/0 = NaN: no visible keypoint
 
     @torch.no_grad()
@@ -147,18 +181,27 @@ class ReprojectionReward:
         name = self.__name__
         needed = (self.kp_col, self.cam_col, self.joints_col)
         n, rows, pose6d, cols = gather_pose_inputs(name, poses, completions, columns, needed)
+        gt = kp = None
+        if rows:
+            gt = stack_column(name, self.joints_col, cols[self.joints_col], rows, (NUM_JOINTS, 3))
+            kp = stack_column(name, self.kp_col, cols[self.kp_col], rows, (NUM_JOINTS, 2),
+                              allow_nonfinite=True)  # fmt: skip
+        if self.per_joint:
+            values = np.full((n, NUM_JOINTS), np.nan)
+            if rows:
+                cams = _cameras(name, self.cam_col, cols[self.cam_col], rows)
+                err, visible = self.joint_errors(pose6d, gt, kp, *cams)
+                terms = -err / (self.tau * visible.sum(1, keepdim=True))  # 0/0 = NaN: no keypoint
+                values[rows] = terms.numpy()
+            return PerJointRewards(values)
         if not rows:
             return [None] * n
-        gt = stack_column(name, self.joints_col, cols[self.joints_col], rows, (NUM_JOINTS, 3))
-        kp = stack_column(name, self.kp_col, cols[self.kp_col], rows, (NUM_JOINTS, 2),
-                          allow_nonfinite=True)  # fmt: skip
-        k, rot, trans = _cameras(name, self.cam_col, cols[self.cam_col], rows)
-        err = self.errors(pose6d, gt, kp, k, rot, trans)
-        reward = torch.exp(-err / self.tau)
+        err = self.errors(pose6d, gt, kp, *_cameras(name, self.cam_col, cols[self.cam_col], rows))
+        reward = torch.exp(-err / self.tau) if self.kind == "exp" else -err / self.tau
         out = scatter(n, rows, reward)
         return [None if v is None or v != v else v for v in out]
 
 
 register_reward("reprojection", target="pose")(ReprojectionReward)
 
-__all__ = ["ReprojectionReward", "project_grouped"]
+__all__ = ["KINDS", "ReprojectionReward", "project_grouped"]

@@ -208,6 +208,7 @@ class RewardRunner:
         sub = object.__new__(RewardRunner)
         sub.specs = [self.specs[k] for k in keep]
         sub.funcs = [self.funcs[k] for k in keep]
+        sub.needs = [self.needs[k] for k in keep]
         return sub
 
     def __call__(

@@ -13,11 +13,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from pose_rft_table import SETTINGS, Task  # noqa: E402
 
 
-def _finished(task: Task, row: str, result: dict, max_steps: int) -> None:
+def _finished(task: Task, row: str, result: dict, max_steps: int, **config) -> None:
     folder = task.work / row
     folder.mkdir(parents=True)
     (folder / "result.json").write_text(json.dumps(result))
-    (folder / "config.json").write_text(json.dumps({"max_steps": max_steps}))
+    (folder / "config.json").write_text(json.dumps({"max_steps": max_steps, **config}))
 
 
 @pytest.fixture
@@ -40,6 +40,16 @@ def test_an_rl_row_trained_for_other_steps_stops_the_run(task: Task) -> None:
     _finished(task, "+hygrpo_s0", {"train_s": 1.0}, max_steps=60)
     with pytest.raises(SystemExit, match=r"\+hygrpo_s0: trained for 60 steps, .* say 120; move"):
         task._done("+hygrpo_s0", 120)
+
+
+def test_an_rl_row_trained_with_other_rewards_stops_the_run(task: Task) -> None:
+    rewards = [{"func": "reprojection", "weight": 0.5, "target": "pose"}]
+    _finished(task, "+hygrpo_s0", {"train_s": 1.0}, max_steps=60, rewards=rewards, pose_sigma_value=0.05)
+    same = {"max_steps": 60, "rewards": rewards, "pose_sigma_value": None}  # None: not compared
+    assert task._done("+hygrpo_s0", 60, same) == {"train_s": 1.0}
+    other = [{**rewards[0], "kwargs": {"kind": "neg_mean", "per_joint": True}}]
+    with pytest.raises(SystemExit, match=r"\+hygrpo_s0: trained with other rewards than"):
+        task._done("+hygrpo_s0", 60, {**same, "rewards": other})
 
 
 def test_an_sft_row_is_checked_by_its_recorded_steps(task: Task) -> None:

@@ -157,3 +157,41 @@ def test_reprojection_errors_name_column_and_sample(data):
     with pytest.raises(RewardInputError, match=r"'camera.R', sample 0"):
         bad_r = dict(cams[0], R=[1, 0])
         call(reward, [pose6d[0]], camera=[bad_r], keypoints_2d=[kp[0]], gt_joints=[joints[0]])
+
+
+def test_reprojection_neg_mean_per_joint_terms_match_numpy_and_follow_the_tree(data):
+    pose6d, joints, cams, kp = data
+    kp = kp.copy()
+    kp[0, 5:9] = np.nan  # some invisible joints: their terms are 0, the rest share 1/|vis|
+    rot = pose6d_to_rotmat(pose6d, 22).clone()
+    rot[:, 1] = rot[:, 1] @ roma.rotvec_to_rotmat(torch.tensor([0.6, 0.0, 0.0]))  # left hip
+    bent = rot[..., :, :2].reshape(N, -1)
+    columns = dict(camera=cams, keypoints_2d=list(kp), gt_joints=list(joints))
+    terms = ReprojectionReward(kind="neg_mean", per_joint=True, tau=0.1)(poses=list(bent), **columns).values
+    pred = smplx_joints(bent)
+    pred = pred - pred[:, :1] + joints.numpy()[:, :1]
+    for i in range(N):
+        vis = np.isfinite(kp[i]).all(1)
+        err = np.minimum(np.linalg.norm(np_project(pred[i], cams[i]) - kp[i], axis=1) / max(W, H), 1)
+        expect = np.where(vis, -err / (0.1 * vis.sum()), 0.0)
+        np.testing.assert_allclose(terms[i], expect, rtol=1e-5, atol=1e-6)
+    scalar = ReprojectionReward(kind="neg_mean", tau=0.1)(poses=list(bent), **columns)
+    np.testing.assert_allclose(scalar, terms.sum(1), rtol=1e-6)
+    # the left hip moves only its subtree (left knee, ankle, foot): every other term is as at GT
+    gt_terms = ReprojectionReward(kind="neg_mean", per_joint=True)(poses=list(pose6d), **columns).values
+    moved = [4, 7, 10]
+    others = [j for j in range(24) if j not in moved]
+    np.testing.assert_allclose(gt_terms[:, others] * 0.05, terms[:, others] * 0.1, atol=1e-6)
+    assert (terms[:, moved].sum(1) < -1e-4).all()
+
+
+def test_reprojection_per_joint_rows_without_pose_and_bad_kind(data):
+    pose6d, joints, cams, kp = data
+    out = ReprojectionReward(kind="neg_mean", per_joint=True)(
+        poses=[pose6d[0], None], camera=cams[:2], keypoints_2d=list(kp[:2]), gt_joints=list(joints[:2]))
+    assert np.isfinite(out.values[0]).all() and np.isnan(out.values[1]).all()
+    assert out.totals()[0] == pytest.approx(0.0, abs=1e-4) and out.totals()[1] is None
+    with pytest.raises(ValueError, match="per_joint needs kind='neg_mean'"):
+        ReprojectionReward(per_joint=True)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        ReprojectionReward(kind="inverse")

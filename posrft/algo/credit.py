@@ -1,4 +1,6 @@
-"""Per-joint credit: reward-to-go along the kinematic tree for pose rewards that sum over joints.
+"""Credit of each joint rotation: reward-to-go along the kinematic tree, or a counterfactual.
+
+**Per-joint credit** (:func:`joint_credit`), for pose rewards that sum over joints.
 
 A pose is a list of joint rotations θ_k (6D each) sampled independently,
 ``θ_k ~ N(μ_k, σ_k²)``. Joint ``j``'s position depends only on the rotations of its strict
@@ -14,6 +16,10 @@ gives an unbiased estimator with less variance (the tree analogue of reward-to-g
 The root (global orientation) moves every joint but itself, so it is credited with everything.
 A rotation that moves no joint (a foot, the head) is credited with ``R_scalar`` only: joint
 positions carry no information about it.
+
+**Counterfactual credit** (:func:`counterfactual_poses`, :func:`counterfactual_credit`), for any
+pose reward: ``C_k = R(θ) − R(θ_{-k}, μ_k)``, the reward minus the reward of the same sample with
+rotation ``k`` at its mean.
 """
 
 from __future__ import annotations
@@ -68,3 +74,42 @@ def joint_credit(per_joint: Tensor | None, scalar: Tensor | None, num_rotations:
         out += torch.where(ok, scalar.double(), torch.zeros_like(scalar, dtype=torch.float64))[:, None]
         present |= ok
     return torch.where(present[:, None], out, torch.full_like(out, float("nan")))
+
+
+def counterfactual_poses(pose: Tensor, mean: Tensor, rot_dim: int = 6) -> Tensor:
+    """Each sampled pose with one rotation put back at the mean, for counterfactual credit.
+
+    ``pose`` ``(N, K, D)`` samples of ``N`` Gaussians with means ``mean`` ``(N, D)``, ``D = R ·
+    rot_dim``. Returns ``(N, K·R, D)``: row ``k·R + r`` is sample ``k`` with rotation ``r``'s
+    ``rot_dim`` dimensions replaced by the mean's.
+    """
+    n, k, d = pose.shape
+    if mean.shape != (n, d) or d % rot_dim:
+        raise ValueError(f"pose {tuple(pose.shape)} and mean {tuple(mean.shape)} must be (N, K, D) "
+                         f"and (N, D) with D a multiple of {rot_dim}")
+    r = d // rot_dim
+    out = pose[:, :, None].expand(n, k, r, d).contiguous().view(n, k, r, r, rot_dim)
+    idx = torch.arange(r)
+    out[:, :, idx, idx] = mean.reshape(n, 1, r, rot_dim).expand(n, k, r, rot_dim).to(out.dtype)
+    return out.view(n, k * r, d)
+
+
+def counterfactual_credit(total: Tensor, counterfactual: Tensor) -> Tensor:
+    """Credit ``(M, R)`` of each rotation: the reward minus the reward with that rotation at its mean,
+
+        C_k = R(θ) − R(θ_{-k}, μ_k).
+
+    ``total`` ``(M,)`` the reward of each sample, ``counterfactual`` ``(M, R)`` of its rows from
+    :func:`counterfactual_poses`. ``R(θ_{-k}, μ_k)`` does not depend on ``θ_k``'s noise, which is
+    drawn independently of the other rotations', so it is a valid baseline for ``θ_k``'s score
+    function and the estimator stays unbiased (a counterfactual baseline, as COMA's for agents).
+    It removes what the *other* rotations' noise did to the reward, which per-joint credit
+    keeps (a knee is credited with its subtree's terms, and those move with the hip's and the
+    root's noise too). It needs no decomposition over joints, so it works for any pose reward,
+    and costs one extra reward evaluation per rotation and sample. NaN propagates (a row with no
+    reward has no credit).
+    """
+    if counterfactual.dim() != 2 or counterfactual.shape[0] != total.shape[0]:
+        raise ValueError(f"counterfactual rewards {tuple(counterfactual.shape)} must be (M, R) for "
+                         f"{total.shape[0]} samples")
+    return total[:, None] - counterfactual

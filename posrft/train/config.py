@@ -29,8 +29,10 @@ DEFAULT_POSE_SIGMA = 0.05
 
 
 def _asks_per_joint_terms(rewards: list[Any]) -> bool:
-    """Whether a reward entry is the built-in joint reward scoring poses with ``per_joint: true``."""
-    return any(isinstance(r, dict) and r.get("func") == "joint" and r.get("target", "pose") != "text"
+    """Whether a reward entry is a built-in joint or reprojection reward scoring poses with
+    ``per_joint: true``."""
+    return any(isinstance(r, dict) and r.get("func") in ("joint", "reprojection")
+               and r.get("target", "pose") != "text"
                and bool((r.get("kwargs") or {}).get("per_joint")) for r in rewards)
 
 
@@ -239,10 +241,17 @@ class HyGRPOConfig(BaseTrainConfig):
     per_joint_credit: Optional[bool] = field(default=None, **_help("Credit each joint rotation "
         "with the pose-reward terms of the joints it moves (its kinematic subtree) instead of the "
         "whole reward: unbiased, less variance. Needs a pose reward that returns per-joint terms "
-        "(joint kinds mean_exp / neg_mean with per_joint: true, or your own returning "
-        "PerJointRewards) and pose_ratio per_dim. Default: on when a pose reward entry is the "
-        "built-in joint reward with per_joint: true (the study: pose-gradient cosine 0.23 → 0.35), "
-        "otherwise off."))  # fmt: skip
+        "(joint kinds mean_exp / neg_mean or reprojection kind neg_mean, with per_joint: true, "
+        "or your own returning PerJointRewards) and pose_ratio per_dim. Default: on when a pose "
+        "reward entry is the built-in joint or reprojection reward with per_joint: true (the "
+        "study: pose-gradient cosine 0.23 → 0.35) and counterfactual_credit is off, otherwise "
+        "off."))  # fmt: skip
+    counterfactual_credit: bool = field(default=False, **_help("Credit each joint rotation with "
+        "the pose reward minus the pose reward of the same sample with that rotation at the "
+        "Gaussian's mean: unbiased, and it also removes what the other rotations' noise did, "
+        "which per-joint credit keeps. Works with any pose reward (no per-joint terms needed); "
+        "scores R extra rows per pose sample (R = 22 rotations) on the learner. Needs pose_ratio "
+        "per_dim; excludes per_joint_credit and rewards_on_workers."))  # fmt: skip
     pose_sigma: Literal["learned", "fixed", "state_independent"] = field(default="fixed", **_help(
         "Exploration σ during RL: one fixed σ (no σ gradient; default), the head's learned σ(h), "
         "or one learned σ per dimension shared by all inputs. In the study the SFT head's σ(h) "
@@ -351,6 +360,7 @@ class HyGRPOConfig(BaseTrainConfig):
             self.num_pose_samples = 1 if self.discrete_only else DEFAULT_POSE_SAMPLES
         if self.per_joint_credit is None:
             self.per_joint_credit = (self.pose_ratio == "per_dim" and not self.discrete_only
+                                     and not self.counterfactual_credit
                                      and _asks_per_joint_terms(self.rewards))
         self.loss_settings()  # the loss validates its own coefficients (epsilons, betas, ...)
         self.sigma_settings()  # and the head its σ settings
@@ -362,6 +372,15 @@ class HyGRPOConfig(BaseTrainConfig):
         if self.per_joint_credit and self.pose_ratio != "per_dim":
             raise ValueError("per_joint_credit needs pose_ratio='per_dim' (a joint ratio has one "
                              "advantage per pose)")
+        if self.counterfactual_credit:
+            clash = [name for name, on in (("per_joint_credit", self.per_joint_credit),
+                                           ("rewards_on_workers", self.rewards_on_workers),
+                                           ("discrete_only", self.discrete_only)) if on]
+            if self.pose_ratio != "per_dim":
+                clash.append(f"pose_ratio={self.pose_ratio!r} (it needs 'per_dim')")
+            if clash:
+                raise ValueError(f"counterfactual_credit cannot be combined with {', '.join(clash)}: it "
+                                 "credits each rotation itself and scores its extra rows on the learner")
         if self.discrete_only and (self.num_pose_samples != 1 or self.per_joint_credit):
             raise ValueError("discrete_only scores μ: num_pose_samples must be 1 and "
                              "per_joint_credit off")

@@ -35,7 +35,13 @@ from posrft.algo import group_normalized_advantages
 from posrft.policy.mm_inputs import MultimodalInputs
 from posrft.policy.pose_head import PoseDistribution
 from posrft.train.config import HyGRPOConfig
-from posrft.train.pose_credit import pose_advantages, pose_gradient_cosine, pose_group_size, within_group_std
+from posrft.train.pose_credit import (
+    counterfactual_rewards,
+    pose_advantages,
+    pose_gradient_cosine,
+    pose_group_size,
+    within_group_std,
+)
 from posrft.train.scoring import score_rollouts, text_rewards
 from rewards import RewardRunner
 from rewards.api import message_text
@@ -212,7 +218,15 @@ def build_experience(
     t_reward = time.perf_counter() - t0 if reward_s is None else reward_s
     text_reward = _sibling_mean(text_rewards(scored, valid_rows, g * k), k)
     text_adv = group_normalized_advantages(text_reward, g, scale_rewards=cfg.scale_rewards)
-    pose_adv = pose_advantages(cfg, scored, valid_rows, batch.pose_mean.shape[1] // 6)
+    counterfactual, t_cf = None, 0.0
+    if cfg.counterfactual_credit:
+        if not isinstance(rewards, RewardRunner):
+            raise ValueError("counterfactual_credit scores its rows on the learner: it needs the reward "
+                             "runner here, not rewards computed on the rollout workers")
+        t0 = time.perf_counter()
+        counterfactual = counterfactual_rewards(rewards.subset(("pose", "both")), rows, batch, g)
+        t_cf = time.perf_counter() - t0
+    pose_adv = pose_advantages(cfg, scored, valid_rows, batch.pose_mean.shape[1] // 6, counterfactual)
     exp = Experience.from_rollout(batch, text_adv.advantages, pose_adv.advantages, model_version)
     if cfg.discrete_only:
         exp.pose = batch.pose_mean[:, None]
@@ -232,8 +246,10 @@ def build_experience(
         "pose/sigma": batch.pose_std[batch.pose_valid].mean().item() if valid.any() else float("nan"),
         "completion/mean_length": lengths.mean().item(),
         "completion/max_length": lengths.max().item(),
-        "time/reward": t_reward,
+        "time/reward": t_reward + t_cf,
     })  # fmt: skip
+    if counterfactual is not None:
+        metrics["time/counterfactual"] = t_cf
     if (check_gradient and cfg.pose_grad_check_samples and not cfg.discrete_only
             and isinstance(rewards, RewardRunner)):  # fmt: skip
         t0 = time.perf_counter()
@@ -242,7 +258,8 @@ def build_experience(
         def score(fresh: Tensor) -> Tensor:
             m = fresh.shape[1]
             extra = score_rollouts(pose_rewards, rows, dataclasses.replace(batch, pose=fresh), g)
-            sub = dataclasses.replace(cfg, num_pose_samples=m, pose_advantage_group="siblings")
+            sub = dataclasses.replace(cfg, num_pose_samples=m, pose_advantage_group="siblings",
+                                      counterfactual_credit=False)  # only its total is read
             return pose_advantages(sub, extra, batch.pose_valid.cpu().repeat_interleave(m),
                                    batch.pose_mean.shape[1] // 6).total.view(n, m)
 

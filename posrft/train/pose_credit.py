@@ -8,7 +8,10 @@ pose group), scored on ``N·K`` rows laid out rollout-major (row ``i·K + k``). 
    are divided by its total's std), so a reward with a large spread cannot dominate by accident;
 2. **credit**: without ``per_joint_credit`` one value per row; with it, one value per rotation,
    the mixed per-joint terms of the joints it moves plus the mixed scalar rewards
-   (:func:`posrft.algo.credit.joint_credit`);
+   (:func:`posrft.algo.credit.joint_credit`); with ``counterfactual_credit``, one value per
+   rotation, the mixed reward minus the mixed reward of the same row with that rotation at the
+   Gaussian's mean (:func:`posrft.algo.credit.counterfactual_credit`; ``N·K·R`` extra rows
+   scored, :func:`counterfactual_rewards`);
 3. **normalise** within the pose group — all ``V×K`` samples of a prompt (``prompt``) or the
    ``K`` siblings of one rollout (``siblings``) — and expand per-rotation advantages to their 6
    dimensions: ``(N, K, 1)`` or ``(N, K, D)``.
@@ -18,6 +21,7 @@ With ``K = 1`` and neither option this is exactly the paper's pose advantage ove
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +30,9 @@ import torch
 from torch import Tensor
 
 from posrft.algo import group_normalized_advantages
-from posrft.algo.credit import joint_credit
+from posrft.algo.credit import counterfactual_credit, counterfactual_poses, joint_credit
 from posrft.train.config import HyGRPOConfig
+from posrft.train.scoring import score_rollouts
 
 
 @dataclass
@@ -87,12 +92,52 @@ def mix_pose_rewards(cfg: HyGRPOConfig, scored: Any, valid: Tensor) -> tuple[Ten
     return per_joint, scalar
 
 
-def pose_advantages(cfg: HyGRPOConfig, scored: Any, valid_rows: Tensor, num_rotations: int) -> PoseAdvantages:
+def counterfactual_rewards(pose_rewards: Any, rows: list[dict[str, Any]], batch: Any, g: int) -> Any:
+    """Score every pose sample of ``batch`` once per rotation with that rotation at the mean:
+    ``N·K·R`` rows, row ``(i·K + k)·R + r`` (:func:`~posrft.algo.credit.counterfactual_poses`).
+    ``pose_rewards``: the runner restricted to the pose-targeted rewards."""
+    cf = counterfactual_poses(batch.pose, batch.pose_mean)
+    return score_rollouts(pose_rewards, rows, dataclasses.replace(batch, pose=cf), g)
+
+
+def _mixed_counterfactual(cfg: HyGRPOConfig, scored: Any, cf: Any, valid: Tensor,
+                          num_rotations: int) -> tuple[Tensor, Tensor]:
+    """``(credit (M, R), total (M,))``: step 2 with counterfactual credit. Each pose reward's
+    difference is weighted (and, with ``normalize_rewards``, scaled by its group std) as in
+    :func:`mix_pose_rewards`, which gives the total; NaN terms are skipped unless every term is
+    NaN."""
+    group, m = pose_group_size(cfg), scored.per_func.shape[0]
+    if cf.per_func.shape[0] != m * num_rotations:
+        raise ValueError(f"{cf.per_func.shape[0]} counterfactual rows for {m} samples × {num_rotations} rotations")
+    cf_col = {spec.label: j for j, spec in enumerate(cf.specs)}
+    credits = []
+    for k, spec in enumerate(scored.specs):
+        if spec.target not in ("pose", "both"):
+            continue
+        if spec.label not in cf_col:
+            raise ValueError(f"no counterfactual scores for the pose reward {spec.label!r}")
+        total = scored.per_func[:, k].double()
+        scale = 1.0 / (_group_std(total, valid, group) + 1e-4) if cfg.normalize_rewards else torch.ones_like(total)
+        other = cf.per_func[:, cf_col[spec.label]].double().view(m, num_rotations)
+        credits.append(spec.weight * scale[:, None] * counterfactual_credit(total, other))
+    if not credits:
+        raise ValueError("counterfactual_credit is on but no reward targets the pose")
+    _, scalar = mix_pose_rewards(dataclasses.replace(cfg, per_joint_credit=False), scored, valid)
+    return _nansum(credits), scalar
+
+
+def pose_advantages(cfg: HyGRPOConfig, scored: Any, valid_rows: Tensor, num_rotations: int,
+                    counterfactual: Any = None) -> PoseAdvantages:
     """Pose advantages of ``N·K`` scored rows; ``valid_rows`` ``(N·K,)`` marks rows whose text
-    rollout has a valid ``<POSE>`` (module docstring)."""
+    rollout has a valid ``<POSE>`` (module docstring). ``counterfactual``: the
+    :func:`counterfactual_rewards` of the same batch, needed with ``counterfactual_credit``."""
     n_rows, k = valid_rows.shape[0], cfg.num_pose_samples
     group = pose_group_size(cfg)
-    if not (cfg.normalize_rewards or cfg.per_joint_credit):
+    if getattr(cfg, "counterfactual_credit", False):
+        if counterfactual is None:
+            raise ValueError("counterfactual_credit is on but no counterfactual rewards were given")
+        credit, total = _mixed_counterfactual(cfg, scored, counterfactual, valid_rows, num_rotations)
+    elif not (cfg.normalize_rewards or cfg.per_joint_credit):
         credit, total = scored.pose.double()[:, None], scored.pose.double()
     else:
         per_joint, scalar = mix_pose_rewards(cfg, scored, valid_rows)
