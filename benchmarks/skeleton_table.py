@@ -17,8 +17,8 @@ Variants per seed (stages in-process, one after the other, shared stages trained
 * ``fixed_renderer``: warm-up + refinement with ``renderer_learnable=False``;
 * ``draction``: warm-up (renderer learning) + refinement;
 * ``draction+discft``: warm-up -> Disc-FT (YES/NO, hard negatives) -> refinement;
-* ``draction+discft+crdistill``: warm-up -> Disc-FT -> CR-Distill (kinematic teacher) ->
-  refinement.
+* ``draction+discft+crdistill``: warm-up -> Disc-FT -> CR-Distill (kinematic teacher,
+  renderer frozen: ``PARTS``) -> refinement.
 
 Metrics per final model (:func:`posrft.skeleton.evaluate.evaluate_all`): novel unseen top-1
 (options = the 5 novel classes), mirror unseen top-1 (the 4 mirror classes), seen top-1 (4-way),
