@@ -133,7 +133,7 @@ def pose_advantages(cfg: HyGRPOConfig, scored: Any, valid_rows: Tensor, num_rota
     :func:`counterfactual_rewards` of the same batch, needed with ``counterfactual_credit``."""
     n_rows, k = valid_rows.shape[0], cfg.num_pose_samples
     group = pose_group_size(cfg)
-    if getattr(cfg, "counterfactual_credit", False):
+    if cfg.counterfactual_credit:
         if counterfactual is None:
             raise ValueError("counterfactual_credit is on but no counterfactual rewards were given")
         credit, total = _mixed_counterfactual(cfg, scored, counterfactual, valid_rows, num_rotations)
