@@ -8,11 +8,10 @@
 A stage of ``benchmarks/skeleton_table.py`` (``--stage``, default the warm-up; same data, reading,
 LoRA, renderer, projector word alignment in the warm-up, ``align_projector_steps=0`` turns it
 off; the table's step count) from ``--model``, with ``SkeletonConfig`` overrides as
-``name=JSON``. Resumable (checkpoints every 25 steps); an OUT
-whose ``final`` exists (e.g. a table's ``seedK/warmup``) is only scored. Scored on the val
-subjects, which the table's test figures never use: seen top-1 (4-way multiple choice by option
-likelihood) and zero-shot top-1 on the novel and mirror unseen classes. The last line is one
-JSON object.
+``name=JSON``. Resumable (checkpoints every 25 steps); an OUT whose ``final`` exists (e.g. a
+table's ``seedK/warmup``) is only scored. Scored on the val subjects, which the table's test
+figures never use: seen top-1 (4-way multiple choice by option likelihood) and zero-shot top-1
+on the novel and mirror unseen classes. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -45,7 +44,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from posrft.skeleton.config import SkeletonConfig
     from posrft.skeleton.data import load_action_data
     from posrft.skeleton.evaluate import evaluate_all
     from posrft.skeleton.model import SkeletonLLM
@@ -61,8 +59,7 @@ def main(argv=None) -> int:
     steps = args.steps or plan[args.stage]
     learnable = over.pop("renderer_learnable", True)
     table = stage_config(args.stage, steps, Path(args.model), Path(args.out), args.seed, learnable, plan["align"])
-    cfg = SkeletonConfig(**{**{f.name: getattr(table, f.name) for f in dataclasses.fields(table) if f.init},
-                            **over})  # fmt: skip
+    cfg = dataclasses.replace(table, **over)
     t = time.perf_counter()
     if not (Path(args.out) / "final" / "config.json").is_file():  # a finished stage is only scored
         run_skeleton(cfg, data)

@@ -181,23 +181,19 @@ class ReprojectionReward:
         name = self.__name__
         needed = (self.kp_col, self.cam_col, self.joints_col)
         n, rows, pose6d, cols = gather_pose_inputs(name, poses, completions, columns, needed)
-        gt = kp = None
-        if rows:
-            gt = stack_column(name, self.joints_col, cols[self.joints_col], rows, (NUM_JOINTS, 3))
-            kp = stack_column(name, self.kp_col, cols[self.kp_col], rows, (NUM_JOINTS, 2),
-                              allow_nonfinite=True)  # fmt: skip
+        if not rows:
+            return PerJointRewards(np.full((n, NUM_JOINTS), np.nan)) if self.per_joint else [None] * n
+        gt = stack_column(name, self.joints_col, cols[self.joints_col], rows, (NUM_JOINTS, 3))
+        kp = stack_column(name, self.kp_col, cols[self.kp_col], rows, (NUM_JOINTS, 2),
+                          allow_nonfinite=True)  # fmt: skip
+        cams = _cameras(name, self.cam_col, cols[self.cam_col], rows)
+        err, visible = self.joint_errors(pose6d, gt, kp, *cams)
         if self.per_joint:
             values = np.full((n, NUM_JOINTS), np.nan)
-            if rows:
-                cams = _cameras(name, self.cam_col, cols[self.cam_col], rows)
-                err, visible = self.joint_errors(pose6d, gt, kp, *cams)
-                terms = -err / (self.tau * visible.sum(1, keepdim=True))  # 0/0 = NaN: no keypoint
-                values[rows] = terms.numpy()
+            values[rows] = (-err / (self.tau * visible.sum(1, keepdim=True))).numpy()  # 0/0 = NaN: no keypoint
             return PerJointRewards(values)
-        if not rows:
-            return [None] * n
-        err = self.errors(pose6d, gt, kp, *_cameras(name, self.cam_col, cols[self.cam_col], rows))
-        reward = torch.exp(-err / self.tau) if self.kind == "exp" else -err / self.tau
+        mean = err.sum(1) / visible.sum(1)  # 0/0 = NaN: no visible keypoint
+        reward = torch.exp(-mean / self.tau) if self.kind == "exp" else -mean / self.tau
         out = scatter(n, rows, reward)
         return [None if v is None or v != v else v for v in out]
 

@@ -122,7 +122,7 @@ def _mixed_counterfactual(cfg: HyGRPOConfig, scored: Any, cf: Any, valid: Tensor
         credits.append(spec.weight * scale[:, None] * counterfactual_credit(total, other))
     if not credits:
         raise ValueError("counterfactual_credit is on but no reward targets the pose")
-    _, scalar = mix_pose_rewards(dataclasses.replace(cfg, per_joint_credit=False), scored, valid)
+    _, scalar = mix_pose_rewards(cfg, scored, valid)  # the config keeps per_joint_credit off: all scalar
     return _nansum(credits), scalar
 
 
